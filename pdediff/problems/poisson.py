@@ -158,3 +158,41 @@ class Poisson(Problem):
         b_hat = scipy.fft.dstn(b, type=1, axes=(-2, -1))
         u = scipy.fft.idstn(b_hat / _dst_eigenvalues(n), type=1, axes=(-2, -1))
         return self._assemble(u, g)
+
+    def iterative_solve(self, phi0, rho, g=None, *, maxiter: int = 1000, rtol: float = 1e-8):
+        """Conjugate gradients on the interior system started from ``phi0``.
+
+        Used to polish a network's answer: ``maxiter`` iterations from ``phi0`` (its boundary
+        values are replaced by ``g``). Stops early once ||b - A u|| <= rtol ||b||.
+
+        Returns:
+            ``(phi, iterations)``: phi of the shape of rho, and the iterations each sample took
+            (an int array of shape (B,) or a 0-d array).
+        """
+        rho, g = self._inputs(rho, g)
+        phi0 = as_field("phi0", phi0, like=rho)
+        n = rho.shape[-1]
+        a = _operator(n)
+        b = self.rhs(rho, g).reshape(-1, (n - 2) ** 2)
+        u0 = np.asarray(phi0, dtype=np.float64)[..., 1:-1, 1:-1].reshape(-1, (n - 2) ** 2)
+        out = np.empty_like(b)
+        iters = np.zeros(len(b), dtype=np.int64)
+        for k in range(len(b)):
+            out[k], iters[k] = _cg(a, b[k], u0[k], maxiter, rtol)
+        phi = self._assemble(out.reshape(rho[..., 1:-1, 1:-1].shape), g)
+        return phi, iters.reshape(rho.shape[:-2])
+
+
+def _cg(a, b, x0, maxiter: int, rtol: float):
+    """SciPy's conjugate gradients from ``x0``; returns (x, iterations used)."""
+    if not np.any(b):
+        return np.zeros_like(b), 0
+    count = [0]
+
+    def tick(_):
+        count[0] += 1
+
+    if maxiter <= 0:
+        return x0, 0
+    x, _ = spla.cg(a, b, x0=x0, rtol=rtol, atol=0.0, maxiter=int(maxiter), callback=tick)
+    return x, count[0]

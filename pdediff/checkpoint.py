@@ -1,0 +1,102 @@
+"""Checkpoints: weights in safetensors with the run's metadata as embedded JSON.
+
+A checkpoint holds named tensor groups (``model.*``, ``ema.*``, ``optim.*``, ``rng.*``) and one
+JSON document under the safetensors metadata key ``pdediff`` (config, normalisation, dataset
+card, step, ...). Loading parses the safetensors header and JSON only: nothing in the file is
+ever executed or unpickled.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+FORMAT = "pdediff-checkpoint"
+FORMAT_VERSION = 1
+META_KEY = "pdediff"
+
+
+def save_checkpoint(path, tensors: dict[str, torch.Tensor], meta: dict) -> Path:
+    """Write ``tensors`` and ``meta`` to ``path`` atomically (temporary name, then rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    doc = {"format": FORMAT, "format_version": FORMAT_VERSION, **meta}
+    flat = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
+    tmp = path.with_name(path.name + ".tmp")
+    save_file(flat, str(tmp), metadata={META_KEY: json.dumps(doc, sort_keys=True)})
+    with open(tmp, "rb") as fh:
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+    return path
+
+
+def read_metadata(path) -> dict:
+    """Return the JSON metadata of a pdediff checkpoint without reading its tensors.
+
+    Raises:
+        ValueError: the file is missing, truncated, or not a pdediff checkpoint.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"checkpoint={str(path)!r} does not exist; expected a .safetensors file")
+    size = path.stat().st_size
+    with open(path, "rb") as fh:
+        head = fh.read(8)
+        if len(head) < 8:
+            raise ValueError(f"checkpoint={str(path)!r} is too short to be a safetensors file")
+        (n,) = struct.unpack("<Q", head)
+        if n <= 0 or 8 + n > size or n > 100_000_000:
+            raise ValueError(
+                f"checkpoint={str(path)!r} is not a safetensors file or is truncated "
+                f"(header of {n} bytes in a file of {size} bytes)"
+            )
+        try:
+            header = json.loads(fh.read(n))
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise ValueError(f"checkpoint={str(path)!r} has a corrupt safetensors header") from None
+    ends = [v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"]
+    if ends and 8 + n + max(ends) > size:
+        raise ValueError(
+            f"checkpoint={str(path)!r} is truncated: {size} bytes, expected {8 + n + max(ends)}"
+        )
+    meta = (header.get("__metadata__") or {}).get(META_KEY)
+    if meta is None:
+        raise ValueError(
+            f"checkpoint={str(path)!r} is a safetensors file but not a pdediff checkpoint "
+            f"(no {META_KEY!r} metadata)"
+        )
+    doc = json.loads(meta)
+    if doc.get("format") != FORMAT:
+        raise ValueError(f"checkpoint={str(path)!r} has format {doc.get('format')!r}; expected {FORMAT!r}")
+    if doc.get("format_version", 0) > FORMAT_VERSION:
+        raise ValueError(
+            f"checkpoint={str(path)!r} has format_version {doc['format_version']}; this pdediff "
+            f"reads up to {FORMAT_VERSION}: upgrade pdediff"
+        )
+    return doc
+
+
+def load_checkpoint(path, device="cpu") -> tuple[dict[str, torch.Tensor], dict]:
+    """Return ``(tensors, meta)`` of a pdediff checkpoint (validated, never unpickled)."""
+    meta = read_metadata(path)
+    try:
+        tensors = load_file(str(path), device=str(device))
+    except (SafetensorError, OSError) as exc:
+        raise ValueError(f"checkpoint={str(path)!r} could not be read: {exc}") from None
+    return tensors, meta
+
+
+def group(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    """The tensors under ``prefix.`` with the prefix removed."""
+    p = prefix + "."
+    return {k[len(p):]: v for k, v in tensors.items() if k.startswith(p)}
+
+
+def prefixed(prefix: str, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {f"{prefix}.{k}": v for k, v in tensors.items()}

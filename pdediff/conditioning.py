@@ -1,0 +1,145 @@
+"""From a problem's named fields to the network's input channels, and back.
+
+The problem declares its condition fields (for Poisson: ``rho`` and the Dirichlet data ``g``);
+this module turns them into condition channels (plus a boundary mask when the problem has
+Dirichlet data) and normalises each sample by its own scale. For a linear problem the solution
+is linear in the condition, so dividing every field of a sample by one signed scale ``s`` and
+multiplying the answer by ``s`` makes the solver exactly equivariant:
+``solve(c * fields) = c * solve(fields)`` for any ``c != 0``, and all-zero fields give exactly 0.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+
+from pdediff.problems import Problem
+from pdediff.problems.base import boundary_mask
+
+MASK = "mask"
+
+
+@dataclass
+class Normalisation:
+    """Dataset statistics that put a sample's fields and solution at unit scale.
+
+    Attributes:
+        field_rms: RMS of each condition field over the nodes where it acts (Dirichlet data on
+            the boundary ring, the other fields in the interior), over samples where it is nonzero.
+        solution_rms: RMS of the solution divided by the per-sample scale ``s``.
+        sigma_data: standard deviation of the normalised solution (EDM's sigma_data).
+    """
+
+    field_rms: dict[str, float]
+    solution_rms: float
+    sigma_data: float
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Normalisation":
+        return cls(field_rms=dict(d["field_rms"]), solution_rms=float(d["solution_rms"]),
+                   sigma_data=float(d["sigma_data"]))
+
+
+def channel_names(problem: Problem) -> list[str]:
+    """Names of the condition channels, in order."""
+    names = list(problem.condition_fields)
+    if problem.dirichlet_field is not None:
+        names.append(MASK)
+    return names
+
+
+def dirichlet_channels(problem: Problem) -> tuple[int | None, int | None]:
+    """Indices of the Dirichlet-data channel and of the mask channel (None without them)."""
+    if problem.dirichlet_field is None:
+        return None, None
+    names = channel_names(problem)
+    return names.index(problem.dirichlet_field), names.index(MASK)
+
+
+def _support(problem: Problem, name: str, n: int, device) -> torch.Tensor:
+    """1 where field ``name`` acts (boundary ring for Dirichlet data, interior otherwise)."""
+    ring = torch.as_tensor(boundary_mask(n), device=device)
+    return ring if name == problem.dirichlet_field else ~ring
+
+
+def _mean_square(problem, name, f: torch.Tensor) -> torch.Tensor:
+    support = _support(problem, name, f.shape[-1], f.device).to(f.dtype)
+    return (f**2 * support).sum(dim=(-2, -1)) / support.sum()
+
+
+def _sign_weight(n: int, device, dtype) -> torch.Tensor:
+    # A fixed positive weight: its inner product with the fields flips sign with them, which
+    # fixes the sign of the scale so that negative multiples are equivariant too.
+    t = torch.linspace(0.0, 1.0, n, device=device, dtype=dtype)
+    return 1.0 + t[None, :] + 2.0 * t[:, None]
+
+
+def sample_scale(problem: Problem, norm: Normalisation, fields: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Signed per-sample scale ``s`` (shape (B,)), homogeneous of degree one in the fields."""
+    names = problem.condition_fields
+    ref = fields[names[0]]
+    if not problem.linear:
+        return torch.ones(ref.shape[0], device=ref.device, dtype=ref.dtype)
+    ms = sum(_mean_square(problem, k, fields[k]) / norm.field_rms[k] ** 2 for k in names)
+    w = _sign_weight(ref.shape[-1], ref.device, ref.dtype)
+    t = sum((fields[k] * w * _support(problem, k, ref.shape[-1], ref.device)).sum(dim=(-2, -1)) for k in names)
+    sign = torch.where(t < 0, -1.0, 1.0).to(ref.dtype)
+    return sign * ms.sqrt()
+
+
+def _safe(s: torch.Tensor) -> torch.Tensor:
+    return torch.where(s == 0, torch.ones_like(s), s)
+
+
+def encode(problem: Problem, norm: Normalisation, fields: dict[str, torch.Tensor]):
+    """Condition channels (B, C, N, N) and per-sample scales (B,) for fields of shape (B, N, N).
+
+    Each field is zeroed where it does not act; Dirichlet data are put in the units of the
+    normalised solution so that the denoiser can copy them onto the boundary ring.
+    """
+    s = sample_scale(problem, norm, fields)
+    div = _safe(s)[:, None, None]
+    n = fields[problem.condition_fields[0]].shape[-1]
+    channels = []
+    for name in problem.condition_fields:
+        f = fields[name] * _support(problem, name, n, fields[name].device)
+        unit = norm.solution_rms if name == problem.dirichlet_field else norm.field_rms[name]
+        channels.append(f / (div * unit) if problem.linear else f / unit)
+    if problem.dirichlet_field is not None:
+        ring = torch.as_tensor(boundary_mask(n), device=channels[0].device, dtype=channels[0].dtype)
+        channels.append(ring.expand_as(channels[0]))
+    return torch.stack(channels, dim=1), s
+
+
+def encode_solution(norm: Normalisation, solution: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+    """Normalised solution (B, 1, N, N): the diffusion's data x0."""
+    return (solution / (_safe(s)[:, None, None] * norm.solution_rms))[:, None]
+
+
+def decode_solution(norm: Normalisation, x0: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+    """Inverse of :func:`encode_solution`: (B, 1, N, N) -> (B, N, N); zero where ``s == 0``."""
+    return x0[:, 0] * (s[:, None, None] * norm.solution_rms)
+
+
+def fit_normalisation(problem: Problem, arrays: dict[str, np.ndarray]) -> Normalisation:
+    """Measure :class:`Normalisation` on training arrays (each (B, N, N))."""
+    t = {k: torch.as_tensor(np.asarray(v), dtype=torch.float64) for k, v in arrays.items()}
+    field_rms = {}
+    for name in problem.condition_fields:
+        ms = _mean_square(problem, name, t[name])
+        nz = ms[ms > 0]
+        field_rms[name] = float(nz.mean().sqrt()) if nz.numel() else 1.0
+    if not problem.linear:
+        sol = t[problem.solution_field]
+        rms = float(sol.pow(2).mean().sqrt()) or 1.0
+        return Normalisation(field_rms, rms, float((sol / rms).std()))
+    probe = Normalisation(field_rms, 1.0, 1.0)
+    s = sample_scale(problem, probe, t)
+    x = t[problem.solution_field][s != 0] / s[s != 0][:, None, None]
+    rms = float(x.pow(2).mean().sqrt()) or 1.0
+    return Normalisation(field_rms, rms, float((x / rms).std()))
