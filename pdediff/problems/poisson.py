@@ -52,6 +52,14 @@ def _dst_eigenvalues(n: int) -> np.ndarray:
     return out
 
 
+def _neg_laplacian(p):
+    """5-point -lap_h at the interior nodes of (..., n, n) NumPy arrays or torch tensors."""
+    h2 = (1.0 / (p.shape[-1] - 1)) ** 2
+    return (
+        4.0 * p[..., 1:-1, 1:-1] - p[..., 2:, 1:-1] - p[..., :-2, 1:-1] - p[..., 1:-1, 2:] - p[..., 1:-1, :-2]
+    ) / h2
+
+
 class Poisson(Problem):
     """-lap(phi) = rho in (0, 1)^2, phi = g on the boundary; see the module docstring."""
 
@@ -80,16 +88,19 @@ class Poisson(Problem):
 
     def apply(self, phi: np.ndarray) -> np.ndarray:
         """-lap_h(phi) at the interior nodes, shape (..., n-2, n-2)."""
-        n = phi.shape[-1]
-        h2 = (1.0 / (n - 1)) ** 2
-        p = np.asarray(phi, dtype=np.float64)
-        return (
-            4.0 * p[..., 1:-1, 1:-1]
-            - p[..., 2:, 1:-1]
-            - p[..., :-2, 1:-1]
-            - p[..., 1:-1, 2:]
-            - p[..., 1:-1, :-2]
-        ) / h2
+        return _neg_laplacian(np.asarray(phi, dtype=np.float64))
+
+    def residual_terms(self, phi, rho, g):
+        """``(r, b)`` at the interior nodes for NumPy arrays or torch tensors (differentiable).
+
+        ``r = rho + lap_h(phi)`` uses phi's own boundary values; ``b`` is the right-hand side
+        with lifted boundary data, the scale a relative residual ||r|| / ||b|| is measured on.
+        """
+        r = rho[..., 1:-1, 1:-1] - _neg_laplacian(phi)
+        ring = g.clone() if hasattr(g, "clone") else np.array(g, copy=True)
+        ring[..., 1:-1, 1:-1] = 0
+        b = rho[..., 1:-1, 1:-1] - _neg_laplacian(ring)
+        return r, b
 
     # ------------------------------------------------------------------ checks
     def _inputs(self, rho, g):

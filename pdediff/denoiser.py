@@ -1,0 +1,104 @@
+"""EDM preconditioning around a score network (Karras et al. 2022, arXiv:2206.00364, Table 1).
+
+    D(x; sigma, cond) = c_skip(sigma) x + c_out(sigma) F(c_in(sigma) x, c_noise(sigma), cond)
+
+with ``c_skip = sigma_data^2 / (sigma^2 + sigma_data^2)``, ``c_out = sigma sigma_data /
+sqrt(sigma^2 + sigma_data^2)``, ``c_in = 1 / sqrt(sigma^2 + sigma_data^2)`` and ``c_noise =
+log(sigma) / 4``. Optionally the Dirichlet boundary values are imposed exactly on D.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from pdediff.networks.layers import append_dims
+
+
+class Denoiser(nn.Module):
+    """An already-built network ``net(x, c_noise, cond)`` wrapped with EDM preconditioning.
+
+    Args:
+        net: the score network (see :mod:`pdediff.networks`).
+        sigma_data: standard deviation of the (normalised) training solutions; stored as a
+            buffer so it travels with the weights.
+        dirichlet_channel: index in ``cond``'s channel axis of the boundary data ``g``.
+        mask_channel: index in ``cond``'s channel axis of the boundary mask (1 on the boundary
+            ring, 0 inside). With both indices set, ``D = mask * g + (1 - mask) * D``, so the
+            denoised field equals ``g`` on the ring exactly and the network only has to learn
+            the interior.
+
+    Raises:
+        ValueError: if only one of ``dirichlet_channel`` and ``mask_channel`` is given, or
+            ``sigma_data`` is not positive.
+    """
+
+    def __init__(self, net: nn.Module, sigma_data: float = 0.5, dirichlet_channel: int | None = None,
+                 mask_channel: int | None = None):
+        super().__init__()
+        if (dirichlet_channel is None) != (mask_channel is None):
+            raise ValueError(
+                f"dirichlet_channel={dirichlet_channel} and mask_channel={mask_channel}: give both "
+                "to impose the boundary values, or neither"
+            )
+        if not float(sigma_data) > 0:
+            raise ValueError(f"sigma_data={sigma_data} must be positive")
+        self.net = net
+        self.register_buffer("sigma_data", torch.tensor(float(sigma_data)))
+        self.dirichlet_channel = dirichlet_channel
+        self.mask_channel = mask_channel
+
+    def _sigma(self, sigma, x: torch.Tensor) -> torch.Tensor:
+        """Return sigma as a (B,) tensor in x's dtype and device (broadcasting a scalar)."""
+        sigma = torch.as_tensor(sigma, dtype=x.dtype, device=x.device)
+        if sigma.ndim == 0:
+            sigma = sigma.expand(x.shape[0])
+        if sigma.shape != (x.shape[0],):
+            raise ValueError(
+                f"sigma has shape {tuple(sigma.shape)}; expected a scalar or ({x.shape[0]},) for x of "
+                f"shape {tuple(x.shape)}"
+            )
+        return sigma
+
+    def preconditioning(self, sigma: torch.Tensor):
+        """Return ``(c_skip, c_out, c_in, c_noise)`` for noise levels ``sigma`` (EDM Table 1).
+
+        Args:
+            sigma: tensor of noise levels (> 0), any shape; the results have the same shape.
+        """
+        sigma_data = self.sigma_data.to(sigma.dtype)
+        total = sigma**2 + sigma_data**2
+        c_skip = sigma_data**2 / total
+        c_out = sigma * sigma_data / total.sqrt()
+        c_in = total.rsqrt()
+        c_noise = sigma.log() / 4
+        return c_skip, c_out, c_in, c_noise
+
+    def forward(self, x: torch.Tensor, sigma, cond: torch.Tensor | None = None) -> torch.Tensor:
+        """Denoise ``x``: the model's estimate of E[phi | x, sigma, cond] (EDM eq. 7).
+
+        Args:
+            x: (B, 1, H, W) noisy field.
+            sigma: (B,) noise levels, or a scalar shared by the batch; must be > 0.
+            cond: (B, C, H, W) condition channels passed to the network.
+
+        Returns:
+            (B, 1, H, W) denoised field D.
+        """
+        sigma = self._sigma(sigma, x)
+        c_skip, c_out, c_in, c_noise = self.preconditioning(sigma)
+        f = self.net(append_dims(c_in, x.ndim) * x, c_noise, cond)
+        d = append_dims(c_skip, x.ndim) * x + append_dims(c_out, x.ndim) * f.to(x.dtype)
+        if self.mask_channel is not None:
+            if cond is None:
+                raise ValueError("cond is None; this Denoiser imposes boundary values and needs g and the mask in cond")
+            mask = cond[:, self.mask_channel : self.mask_channel + 1].to(x.dtype)
+            g = cond[:, self.dirichlet_channel : self.dirichlet_channel + 1].to(x.dtype)
+            # Exact on a {0, 1} mask: 1 * g + 0 * d == g bit for bit (d finite).
+            d = mask * g + (1 - mask) * d
+        return d
+
+    def score(self, x: torch.Tensor, sigma, cond: torch.Tensor | None = None) -> torch.Tensor:
+        """Score of the noised data density, ``grad_x log p(x; sigma) = (D - x) / sigma^2`` (EDM eq. 3)."""
+        sigma = self._sigma(sigma, x)
+        return (self(x, sigma, cond) - x) / append_dims(sigma, x.ndim) ** 2

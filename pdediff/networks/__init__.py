@@ -1,0 +1,32 @@
+"""Score networks ``net(x, c_noise, cond) -> F`` and the registry that configs and CLIs read.
+
+Every network is built as ``NETWORKS[name](cond_channels, **kwargs)`` with plain JSON-able
+keyword arguments, takes ``x`` (B, 1, H, W), ``c_noise`` (B,) and ``cond``
+(B, cond_channels, H, W), returns (B, 1, H, W), and has ``check_grid(h, w)`` raising
+ValueError for grids it cannot handle.
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+from pdediff.networks.fno import FNOScore
+from pdediff.networks.unet import UNet
+
+NETWORKS = {"unet": UNet, "fno": FNOScore}
+
+
+def build_network(name: str, cond_channels: int, **kwargs) -> nn.Module:
+    """Build the network registered as ``name`` in :data:`NETWORKS`.
+
+    Raises:
+        ValueError: if ``name`` is not registered.
+    """
+    try:
+        cls = NETWORKS[name]
+    except KeyError:
+        raise ValueError(f"network {name!r} is not known; choose one of {sorted(NETWORKS)}") from None
+    return cls(cond_channels, **kwargs)
+
+
+__all__ = ["NETWORKS", "FNOScore", "UNet", "build_network"]

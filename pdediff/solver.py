@@ -1,0 +1,236 @@
+"""The user-facing solver: a trained conditional denoiser plus the probability-flow ODE.
+
+>>> import pdediff, numpy as np
+>>> solver = pdediff.load_solver()                      # the shipped model   # doctest: +SKIP
+>>> phi = solver.solve(rho)                             # rho: (N, N) or (B, N, N)   # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from pdediff.checkpoint import group, load_checkpoint
+from pdediff.conditioning import Normalisation, decode_solution, encode
+from pdediff.config import Config
+from pdediff.guidance import residual_guided
+from pdediff.model import build_denoiser
+from pdediff.problems import as_field, get_problem
+from pdediff.problems.base import boundary_mask
+from pdediff.samplers import SAMPLERS, get_sigmas_karras
+
+DEFAULT_MODEL = Path(__file__).parent / "models" / "default.safetensors"
+
+
+@dataclass
+class SolveInfo:
+    """What a solve cost: denoiser evaluations per batch, wall time, CG iterations of polish."""
+
+    nfe: int = 0
+    seconds: float = 0.0
+    polish_iterations: list[int] = field(default_factory=list)
+
+
+def _sample_noise(shape, seed: int, first_index: int, count: int, device, dtype) -> torch.Tensor:
+    """Standard normal noise, one generator per sample, so results do not depend on batching."""
+    out = torch.empty((count, *shape), dtype=dtype)
+    for k in range(count):
+        state = np.random.SeedSequence([int(seed), first_index + k]).generate_state(1, np.uint64)[0]
+        gen = torch.Generator().manual_seed(int(state) & 0x7FFF_FFFF_FFFF_FFFF)
+        out[k] = torch.randn(shape, generator=gen, dtype=dtype)
+    return out.to(device)
+
+
+class Solver:
+    """Solve a problem for new condition fields with a trained conditional diffusion model.
+
+    Args:
+        denoiser: the preconditioned denoiser (an ``nn.Module``), in eval mode.
+        config: the run config it was trained with.
+        norm: the training data's normalisation.
+        card: the training dataset's card (a dict), kept for provenance.
+        device: torch device to run on.
+    """
+
+    def __init__(self, denoiser, config: Config, norm: Normalisation, card: dict | None = None,
+                 device="cpu"):
+        self.device = torch.device(device)
+        self.denoiser = denoiser.to(self.device).eval()
+        self.config = config
+        self.norm = norm
+        self.card = card or {}
+        self.problem = get_problem(config.data.problem)
+        self.dtype = next(self.denoiser.parameters()).dtype
+
+    # ---------------------------------------------------------------- inputs
+    @property
+    def grid_size(self) -> int | None:
+        """The N the model was trained at (from the dataset card), if known."""
+        n = self.card.get("n", self.card.get("N"))
+        return int(n) if n is not None else None
+
+    def _fields(self, args, kwargs) -> dict[str, np.ndarray]:
+        names = self.problem.condition_fields
+        if len(args) > len(names):
+            raise ValueError(f"got {len(args)} positional fields; expected at most {len(names)} ({', '.join(names)})")
+        given = dict(zip(names, args))
+        for k, v in kwargs.items():
+            if k not in names:
+                raise ValueError(f"{k!r} is not a field of problem {self.problem.name!r}; expected one of {list(names)}")
+            if k in given:
+                raise ValueError(f"field {k!r} given twice")
+            given[k] = v
+        first = names[0]
+        if given.get(first) is None:
+            raise ValueError(f"{first} is required; expected an array of shape (N, N) or (B, N, N)")
+        out = {first: as_field(first, given[first], dtype=np.float64)}
+        for name in names[1:]:
+            if given.get(name) is None:
+                if name != self.problem.dirichlet_field:
+                    raise ValueError(f"{name} is required for problem {self.problem.name!r}")
+                out[name] = np.zeros_like(out[first])
+            else:
+                out[name] = as_field(name, given[name], like=out[first], dtype=np.float64)
+        n = out[first].shape[-1]
+        try:
+            self.denoiser.net.check_grid(n, n)
+        except ValueError as exc:
+            raise ValueError(f"{first} has shape {out[first].shape}: {exc}") from None
+        return out
+
+    # ---------------------------------------------------------------- solving
+    def solve(self, *fields, sampler: str = "heun", steps: int = 10, seed: int = 0,
+              batch_size: int = 64, guidance: float = 0.0, polish: int = 0,
+              sampler_options: dict | None = None, progress: bool = False,
+              return_info: bool = False, **named):
+        """Solve for the fields of one sample (N, N) or a batch (B, N, N).
+
+        Args:
+            *fields, **named: the problem's condition fields in order or by name (Poisson:
+                ``rho`` and optional Dirichlet data ``g``, zero by default).
+            sampler: a key of :data:`pdediff.samplers.SAMPLERS` (``heun``: the probability-flow
+                ODE, EDM Algorithm 1; ``2 * steps - 1`` denoiser evaluations).
+            steps: number of noise levels of the Karras schedule.
+            seed: noise seed; sample k of a call uses the stream (seed, k) whatever the batching.
+            batch_size: samples per network batch.
+            guidance: weight of residual guidance on the denoised estimate (0: off).
+            polish: conjugate-gradient iterations started from the network's answer (0: off).
+            sampler_options: extra keyword arguments for the sampler.
+            progress: show a progress bar over batches.
+            return_info: also return a :class:`SolveInfo`.
+
+        Returns:
+            phi as a float64 NumPy array of the shape of the first field; exactly equal to the
+            Dirichlet data on the boundary ring.
+        """
+        if sampler not in SAMPLERS:
+            raise ValueError(f"sampler={sampler!r} is unknown; expected one of {sorted(SAMPLERS)}")
+        for name, value, low in (("steps", steps, 1), ("batch_size", batch_size, 1), ("polish", polish, 0)):
+            if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < low:
+                raise ValueError(f"{name}={value!r} is invalid; expected an integer >= {low}")
+        if not np.isfinite(guidance) or guidance < 0:
+            raise ValueError(f"guidance={guidance!r} is invalid; expected a finite weight >= 0")
+        arrays = self._fields(fields, named)
+        first = self.problem.condition_fields[0]
+        single = arrays[first].ndim == 2
+        batch = {k: (v[None] if single else v) for k, v in arrays.items()}
+        count, n = batch[first].shape[0], batch[first].shape[-1]
+
+        denoiser = self.denoiser
+        if guidance > 0:
+            denoiser = residual_guided(self.denoiser, self._normalised_residual, guidance)
+        sigmas = get_sigmas_karras(steps, self.config.model.sigma_min, self.config.model.sigma_max,
+                                   device=self.device).to(self.dtype)
+        step = SAMPLERS[sampler]
+        info = SolveInfo()
+        out = np.empty_like(batch[first])
+        starts = range(0, count, batch_size)
+        if progress:
+            from tqdm.auto import tqdm
+
+            starts = tqdm(starts, desc="solve", unit="batch")
+        t0 = time.perf_counter()
+        for start in starts:
+            stop = min(start + batch_size, count)
+            chunk = {k: torch.as_tensor(v[start:stop], dtype=self.dtype, device=self.device) for k, v in batch.items()}
+            cond, s = encode(self.problem, self.norm, chunk)
+            x = _sample_noise((1, n, n), seed, start, stop - start, self.device, self.dtype) * sigmas[0]
+            gen = torch.Generator(device=self.device).manual_seed(int(seed) * 1_000_003 + start)
+            with torch.no_grad():
+                x, nfe = step(denoiser, x, sigmas, cond, generator=gen, **(sampler_options or {}))
+            info.nfe = max(info.nfe, int(nfe))
+            out[start:stop] = decode_solution(self.norm, x, s).double().cpu().numpy()
+        if self.problem.dirichlet_field is not None:
+            ring = boundary_mask(n)
+            out[:, ring] = batch[self.problem.dirichlet_field][:, ring]
+        if polish > 0:
+            out, iters = self.problem.iterative_solve(out, *(batch[k] for k in self.problem.condition_fields),
+                                                      maxiter=polish, rtol=0.0)
+            info.polish_iterations = [int(i) for i in np.atleast_1d(iters)]
+        info.seconds = time.perf_counter() - t0
+        phi = out[0] if single else out
+        return (phi, info) if return_info else phi
+
+    def _normalised_residual(self, x0, cond):
+        """PDE residual of a normalised denoised estimate, in units of the scaled condition."""
+        names = list(self.problem.condition_fields)
+        fields = {}
+        for i, name in enumerate(names):
+            unit = self.norm.solution_rms if name == self.problem.dirichlet_field else self.norm.field_rms[name]
+            fields[name] = cond[:, i] * unit
+        phi = x0[:, 0] * self.norm.solution_rms
+        return self.problem.residual_terms(phi, *(fields[k] for k in names))
+
+    def solve_dataset(self, *fields, **kwargs):
+        """Like :meth:`solve` for a batch, returned as an ``xarray.Dataset`` (sample, y, x)."""
+        import xarray as xr
+
+        solve_kw = {k: kwargs.pop(k) for k in list(kwargs) if k not in self.problem.condition_fields}
+        arrays = self._fields(fields, kwargs)
+        first = self.problem.condition_fields[0]
+        batch = {k: (v[None] if v.ndim == 2 else v) for k, v in arrays.items()}
+        phi = self.solve(**batch, **solve_kw)
+        grid = self.problem.grid(phi.shape[-1])
+        dims = ("sample", "y", "x")
+        data = {k: (dims, v) for k, v in batch.items()}
+        data[self.problem.solution_field] = (dims, phi)
+        return xr.Dataset(
+            data,
+            coords={"sample": np.arange(phi.shape[0]), "y": grid.y, "x": grid.x},
+            attrs={"problem": self.problem.name, "N": grid.n, "h": grid.h, "source_field": first},
+        )
+
+    # ---------------------------------------------------------------- loading
+    @classmethod
+    def from_checkpoint(cls, path, device="cpu", weights: str = "ema") -> "Solver":
+        tensors, meta = load_checkpoint(path)
+        try:
+            config = Config.from_dict(meta["config"])
+            norm = Normalisation.from_dict(meta["normalisation"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"checkpoint={str(path)!r} has incomplete metadata: {exc}") from None
+        problem = get_problem(config.data.problem)
+        denoiser = build_denoiser(config, problem, norm)
+        state = group(tensors, weights) or group(tensors, "model")
+        if not state:
+            raise ValueError(f"checkpoint={str(path)!r} holds no model weights")
+        try:
+            denoiser.load_state_dict({k: v.float() for k, v in state.items()})
+        except RuntimeError as exc:
+            raise ValueError(f"checkpoint={str(path)!r} does not match its config: {exc}") from None
+        return cls(denoiser, config, norm, meta.get("card"), device=device)
+
+
+def load_solver(path=None, *, device="cpu") -> Solver:
+    """Load a :class:`Solver` from a checkpoint (``None``: the model shipped with pdediff)."""
+    if path is None:
+        if not DEFAULT_MODEL.is_file():
+            raise ValueError(
+                f"no shipped model at {DEFAULT_MODEL}; train one with train.py and pass its path"
+            )
+        path = DEFAULT_MODEL
+    return Solver.from_checkpoint(path, device=device)

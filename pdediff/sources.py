@@ -1,0 +1,344 @@
+"""Random families of right-hand sides (:data:`SOURCES`) and Dirichlet data (:data:`BOUNDARIES`).
+
+Every family is a frozen dataclass whose fields are its parameters (``params()`` gives them as
+a JSON-ready dict, stored with every generated dataset). Calling a family as
+``family(grid, rng)`` returns one (N, N) float64 field; ``family.sample(grid, rngs)`` returns a
+(B, N, N) stack, one field per generator, evaluated in one vectorised pass. Each sample's
+random draws come from its own generator only, in a fixed order, so a sample does not depend
+on which other samples share its batch.
+
+Families (amplitudes are chosen so that the sources have comparable peak values, O(1-20)):
+
+* ``blobs``: 1-4 Gaussian charges, centres in [0.15, 0.85]^2, widths w in [0.03, 0.15],
+  charges q = +-U[0.5, 2] * 0.05, density q / (2 pi w^2) exp(-|r - c|^2 / (2 w^2)).
+* ``grf``: a smooth Gaussian random field, cosine series with amplitudes
+  (pi^2 (k^2 + l^2) + tau^2)^(-alpha/2), alpha = 3, tau = 3, 24 x 24 modes, rescaled so that
+  its RMS over the nodes is U[5, 15].
+* ``mixture``: each sample draws its family uniformly from ``blobs`` and ``grf``; any comma
+  list such as ``"blobs,grf,disks_rects"`` names a mixture too (see :func:`get_source`).
+* ``point_dipoles`` (out of distribution): 1-4 point charges or dipoles, Gaussians 1-2 nodes
+  wide, charges as in ``blobs``, dipole separation 3-6 nodes.
+* ``disks_rects`` (out of distribution): 1-4 indicator functions of disks (radius 0.05-0.2)
+  or axis-aligned rectangles (half-sides 0.05-0.2), amplitudes +-U[1, 10].
+
+Boundary families return g with zeros at the interior nodes:
+
+* ``zero``: g = 0.
+* ``smooth``: g = sum_{p,q<=3} c_pq cos(p pi x) cos(q pi y) / (1 + p^2 + q^2), c_pq ~ N(0, 1),
+  evaluated on the ring and rescaled so that max |g| on the ring is U[0.1, 1]. Being a
+  function of (x, y), it is continuous around the corners.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import ClassVar, Sequence
+
+import numpy as np
+
+from pdediff.problems import Grid
+
+
+class Family:
+    """A random family of (N, N) fields; subclasses are frozen dataclasses of parameters."""
+
+    name: ClassVar[str] = ""
+
+    def params(self) -> dict:
+        """The family's name and parameters as a JSON-ready dict."""
+        return {"name": self.name, **_jsonable(dataclasses.asdict(self))}
+
+    def sample(self, grid: Grid, rngs: Sequence[np.random.Generator]) -> np.ndarray:
+        """Draw one field per generator; returns a (len(rngs), N, N) float64 array."""
+        raise NotImplementedError
+
+    def __call__(self, grid: Grid, rng: np.random.Generator) -> np.ndarray:
+        """Draw one (N, N) float64 field from ``rng``."""
+        return self.sample(grid, [rng])[0]
+
+
+def _jsonable(value):
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+def _uniform(rng: np.random.Generator, bounds: tuple[float, float], size=None):
+    return rng.uniform(bounds[0], bounds[1], size)
+
+
+def _signed(rng: np.random.Generator, bounds: tuple[float, float], size=None):
+    """Magnitude U[bounds] with a random sign."""
+    return _uniform(rng, bounds, size) * rng.choice((-1.0, 1.0), size)
+
+
+def gaussian_sum(grid: Grid, centres: np.ndarray, widths: np.ndarray, charges: np.ndarray):
+    """Sum of normalised 2-D Gaussians, q / (2 pi w^2) exp(-|r - c|^2 / (2 w^2)).
+
+    Args:
+        grid: node grid.
+        centres: (B, C, 2) centres (x, y).
+        widths: (B, C) standard deviations w > 0.
+        charges: (B, C) total charges q (0 for unused slots).
+
+    Returns:
+        (B, N, N) float64 densities. The Gaussian factorises in x and y, so the sum costs
+        O(B C N^2) multiply-adds and B C N exponentials.
+    """
+    x = grid.x
+    two_w2 = 2.0 * widths[..., None] ** 2
+    ex = np.exp(-((x - centres[..., 0:1]) ** 2) / two_w2)
+    ey = np.exp(-((x - centres[..., 1:2]) ** 2) / two_w2)
+    peak = charges / (2.0 * np.pi * widths**2)
+    return np.einsum("bc,bci,bcj->bij", peak, ey, ex)
+
+
+@dataclass(frozen=True)
+class Blobs(Family):
+    """1-4 Gaussian charges; see the module docstring for the ranges."""
+
+    name: ClassVar[str] = "blobs"
+    count: tuple[int, int] = (1, 4)
+    centre: tuple[float, float] = (0.15, 0.85)
+    width: tuple[float, float] = (0.03, 0.15)
+    charge: tuple[float, float] = (0.5, 2.0)
+    charge_scale: float = 0.05
+
+    def draw(self, rng: np.random.Generator) -> dict[str, np.ndarray]:
+        """Draw one sample's charges, padded to ``count[1]`` slots with zero charge.
+
+        Returns:
+            ``centres`` (C, 2), ``widths`` (C,) and ``charges`` (C,) with C = ``count[1]``.
+        """
+        slots = self.count[1]
+        k = int(rng.integers(self.count[0], self.count[1] + 1))
+        centres = np.full((slots, 2), 0.5)
+        widths = np.full(slots, self.width[1])
+        charges = np.zeros(slots)
+        centres[:k] = _uniform(rng, self.centre, (k, 2))
+        widths[:k] = _uniform(rng, self.width, k)
+        charges[:k] = _signed(rng, self.charge, k) * self.charge_scale
+        return {"centres": centres, "widths": widths, "charges": charges}
+
+    def sample(self, grid, rngs):
+        draws = [self.draw(rng) for rng in rngs]
+        stack = {key: np.stack([d[key] for d in draws]) for key in draws[0]}
+        return gaussian_sum(grid, stack["centres"], stack["widths"], stack["charges"])
+
+
+@dataclass(frozen=True)
+class GaussianRandomField(Family):
+    """Smooth zero-mean Gaussian random field with a power-law cosine spectrum.
+
+    f(x, y) = sum_{k,l < modes} xi_kl (pi^2 (k^2 + l^2) + tau^2)^(-alpha/2) cos(k pi x) cos(l pi y),
+    xi_kl ~ N(0, 1), then rescaled to a node RMS drawn from U[rms]. The modes are fixed, so
+    the same generator gives the same continuous field at every N.
+    """
+
+    name: ClassVar[str] = "grf"
+    alpha: float = 3.0
+    tau: float = 3.0
+    modes: int = 24
+    rms: tuple[float, float] = (5.0, 15.0)
+
+    def sample(self, grid, rngs):
+        k = np.arange(self.modes)
+        spectrum = (np.pi**2 * (k[:, None] ** 2 + k[None, :] ** 2) + self.tau**2) ** (-self.alpha / 2)
+        xi = np.empty((len(rngs), self.modes, self.modes))
+        target = np.empty(len(rngs))
+        for b, rng in enumerate(rngs):
+            xi[b] = rng.standard_normal((self.modes, self.modes))
+            target[b] = _uniform(rng, self.rms)
+        basis = np.cos(np.pi * grid.x[:, None] * k[None, :])
+        field = basis @ (xi * spectrum) @ basis.T
+        rms = np.sqrt(np.mean(field**2, axis=(-2, -1)))
+        return field * (target / rms)[:, None, None]
+
+
+@dataclass(frozen=True)
+class PointDipoles(Family):
+    """1-4 sharp point charges or dipoles, a few nodes wide (out-of-distribution tests).
+
+    Widths and dipole separations are in node spacings h, so the features stay sharp at
+    every N; charges are drawn as in :class:`Blobs`.
+    """
+
+    name: ClassVar[str] = "point_dipoles"
+    count: tuple[int, int] = (1, 4)
+    centre: tuple[float, float] = (0.2, 0.8)
+    width_nodes: tuple[float, float] = (1.0, 2.0)
+    separation_nodes: tuple[float, float] = (3.0, 6.0)
+    charge: tuple[float, float] = (0.5, 2.0)
+    charge_scale: float = 0.05
+
+    def sample(self, grid, rngs):
+        slots = 2 * self.count[1]
+        centres = np.full((len(rngs), slots, 2), 0.5)
+        widths = np.ones((len(rngs), slots))
+        charges = np.zeros((len(rngs), slots))
+        for b, rng in enumerate(rngs):
+            for item in range(int(rng.integers(self.count[0], self.count[1] + 1))):
+                centre = _uniform(rng, self.centre, 2)
+                width = _uniform(rng, self.width_nodes) * grid.h
+                q = _signed(rng, self.charge) * self.charge_scale
+                angle = rng.uniform(0.0, 2.0 * np.pi)
+                offset = 0.5 * _uniform(rng, self.separation_nodes) * grid.h
+                if rng.random() < 0.5:  # point charge: one slot
+                    centres[b, 2 * item] = centre
+                    widths[b, 2 * item] = width
+                    charges[b, 2 * item] = q
+                else:  # dipole: +q and -q a few nodes apart
+                    shift = offset * np.array([np.cos(angle), np.sin(angle)])
+                    centres[b, 2 * item : 2 * item + 2] = (centre + shift, centre - shift)
+                    widths[b, 2 * item : 2 * item + 2] = width
+                    charges[b, 2 * item : 2 * item + 2] = (q, -q)
+        return gaussian_sum(grid, centres, widths, charges)
+
+
+@dataclass(frozen=True)
+class DisksRects(Family):
+    """1-4 discontinuous indicators of disks and axis-aligned rectangles (out of distribution)."""
+
+    name: ClassVar[str] = "disks_rects"
+    count: tuple[int, int] = (1, 4)
+    centre: tuple[float, float] = (0.2, 0.8)
+    size: tuple[float, float] = (0.05, 0.2)
+    amplitude: tuple[float, float] = (1.0, 10.0)
+
+    def sample(self, grid, rngs):
+        slots = self.count[1]
+        shape = (len(rngs), slots)
+        centres, sizes = np.zeros(shape + (2,)), np.ones(shape + (2,))
+        amplitudes, is_disk = np.zeros(shape), np.zeros(shape, dtype=bool)
+        for b, rng in enumerate(rngs):
+            k = int(rng.integers(self.count[0], self.count[1] + 1))
+            centres[b, :k] = _uniform(rng, self.centre, (k, 2))
+            sizes[b, :k] = _uniform(rng, self.size, (k, 2))
+            amplitudes[b, :k] = _signed(rng, self.amplitude, k)
+            is_disk[b, :k] = rng.random(k) < 0.5
+        xx, yy = grid.mesh()
+        dx = np.abs(xx - centres[..., 0, None, None])
+        dy = np.abs(yy - centres[..., 1, None, None])
+        inside_disk = dx**2 + dy**2 <= sizes[..., 0, None, None] ** 2
+        inside_rect = (dx <= sizes[..., 0, None, None]) & (dy <= sizes[..., 1, None, None])
+        inside = np.where(is_disk[..., None, None], inside_disk, inside_rect)
+        return np.einsum("bc,bcij->bij", amplitudes, inside.astype(np.float64))
+
+
+@dataclass(frozen=True)
+class Mixture(Family):
+    """Each sample draws its family uniformly from ``components``, then samples it."""
+
+    name: ClassVar[str] = "mixture"
+    components: tuple[Family, ...] = ()
+
+    def params(self) -> dict:
+        return {"name": self.name, "components": [c.params() for c in self.components]}
+
+    def sample(self, grid, rngs):
+        choice = np.array([int(rng.integers(len(self.components))) for rng in rngs])
+        out = np.empty((len(rngs), grid.n, grid.n))
+        for c, component in enumerate(self.components):
+            members = np.flatnonzero(choice == c)
+            if members.size:
+                out[members] = component.sample(grid, [rngs[b] for b in members])
+        return out
+
+
+@dataclass(frozen=True)
+class ZeroBoundary(Family):
+    """Homogeneous Dirichlet data, g = 0."""
+
+    name: ClassVar[str] = "zero"
+
+    def sample(self, grid, rngs):
+        return np.zeros((len(rngs), grid.n, grid.n))
+
+
+@dataclass(frozen=True)
+class SmoothBoundary(Family):
+    """Smooth random Dirichlet data on the ring; see the module docstring."""
+
+    name: ClassVar[str] = "smooth"
+    order: int = 3
+    amplitude: tuple[float, float] = (0.1, 1.0)
+
+    def sample(self, grid, rngs):
+        p = np.arange(self.order + 1)
+        decay = 1.0 / (1.0 + p[:, None] ** 2 + p[None, :] ** 2)
+        coeffs = np.empty((len(rngs), p.size, p.size))
+        target = np.empty(len(rngs))
+        for b, rng in enumerate(rngs):
+            coeffs[b] = rng.standard_normal((p.size, p.size))
+            target[b] = _uniform(rng, self.amplitude)
+        basis = np.cos(np.pi * grid.x[:, None] * p[None, :])
+        g = basis @ (coeffs * decay) @ basis.T
+        g[:, 1:-1, 1:-1] = 0.0
+        peak = np.abs(g).max(axis=(-2, -1))
+        return g * (target / peak)[:, None, None]
+
+
+SOURCES: dict[str, Family] = {
+    "blobs": Blobs(),
+    "grf": GaussianRandomField(),
+    "mixture": Mixture((Blobs(), GaussianRandomField())),
+    "point_dipoles": PointDipoles(),
+    "disks_rects": DisksRects(),
+}
+
+BOUNDARIES: dict[str, Family] = {
+    "zero": ZeroBoundary(),
+    "smooth": SmoothBoundary(),
+}
+
+
+def get_source(spec: str) -> Family:
+    """Return the source named ``spec``, or a :class:`Mixture` for a comma list of names.
+
+    Raises:
+        ValueError: naming the unknown entry and the known names.
+    """
+    names = [part.strip() for part in str(spec).split(",")] if isinstance(spec, str) else [spec]
+    for name in names:
+        if name not in SOURCES:
+            raise ValueError(
+                f"source={spec!r}: {name!r} is not a known source; expected one of "
+                f"{sorted(SOURCES)} or a comma-separated list of them"
+            )
+    if len(names) == 1:
+        return SOURCES[names[0]]
+    return Mixture(tuple(SOURCES[name] for name in names))
+
+
+def get_boundary(name: str) -> Family:
+    """Return the boundary family registered under ``name``.
+
+    Raises:
+        ValueError: naming the value and the known names.
+    """
+    try:
+        return BOUNDARIES[name]
+    except (KeyError, TypeError):
+        raise ValueError(
+            f"boundary={name!r} is not a known boundary family; expected one of {sorted(BOUNDARIES)}"
+        ) from None
+
+
+__all__ = [
+    "BOUNDARIES",
+    "SOURCES",
+    "Blobs",
+    "DisksRects",
+    "Family",
+    "GaussianRandomField",
+    "Mixture",
+    "PointDipoles",
+    "SmoothBoundary",
+    "ZeroBoundary",
+    "gaussian_sum",
+    "get_boundary",
+    "get_source",
+]

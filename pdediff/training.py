@@ -1,0 +1,283 @@
+"""Denoising score matching training with EMA, warm-up, clipping, validation and exact resume.
+
+``train(config, out_dir)`` runs unchanged on one process or under ``torchrun`` (DDP: gloo on the
+CPU, nccl on GPUs); each rank reads its own share of the training data. Everything that the
+next step depends on (weights, EMA, optimiser moments, random generator states, step) goes into
+the checkpoint, so ``resume=True`` continues bit for bit where the run stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from pdediff import __version__
+from pdediff.checkpoint import group, load_checkpoint, prefixed, save_checkpoint
+from pdediff.conditioning import Normalisation, encode, encode_solution, fit_normalisation
+from pdediff.config import Config
+from pdediff.data import load_arrays, read_card
+from pdediff.losses import EDMLoss
+from pdediff.model import build_denoiser
+from pdediff.problems import get_problem
+
+CHECKPOINT = "checkpoint.safetensors"
+
+
+# ----------------------------------------------------------------------------- helpers
+def _distributed() -> tuple[int, int]:
+    """(rank, world size); initialises the process group when launched by torchrun."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not dist.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        dist.init_process_group(backend)
+    return (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
+
+
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        return torch.device("cpu")
+    return torch.device(name)
+
+
+def hardware() -> dict:
+    """A short description of the machine, recorded with each run."""
+    info = {"platform": platform.platform(), "cpus": os.cpu_count(), "torch": torch.__version__,
+            "threads": torch.get_num_threads()}
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(0)
+    return info
+
+
+def learning_rate(config: Config, step: int) -> float:
+    """Linear warm-up to ``lr``, then cosine decay to 5 % of it (or constant)."""
+    t = config.train
+    if step < t.warmup_steps:
+        return t.lr * (step + 1) / t.warmup_steps
+    if t.lr_decay == "constant":
+        return t.lr
+    frac = (step - t.warmup_steps) / max(1, t.steps - t.warmup_steps)
+    return t.lr * (0.05 + 0.95 * 0.5 * (1.0 + math.cos(math.pi * min(1.0, frac))))
+
+
+def _optimizer_tensors(opt: torch.optim.Optimizer) -> tuple[dict, dict]:
+    """Split an optimiser's state into tensors (for safetensors) and JSON."""
+    sd = opt.state_dict()
+    tensors = {}
+    for i, state in sd["state"].items():
+        for k, v in state.items():
+            tensors[f"{i}.{k}"] = v if torch.is_tensor(v) else torch.tensor(v)
+    return tensors, {"param_groups": sd["param_groups"]}
+
+
+def _load_optimizer(opt: torch.optim.Optimizer, tensors: dict, meta: dict) -> None:
+    state: dict[int, dict] = {}
+    for key, v in tensors.items():
+        i, k = key.split(".", 1)
+        state.setdefault(int(i), {})[k] = v
+    opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+
+
+def _checksum(module: torch.nn.Module) -> float:
+    return float(sum(p.detach().double().sum() for p in module.parameters()))
+
+
+class Trainer:
+    """One training run; see :func:`train`."""
+
+    def __init__(self, config: Config, out_dir, *, resume: bool = False, progress: bool = True):
+        self.config = config
+        self.out = Path(out_dir)
+        self.rank, self.world = _distributed()
+        self.device = _device(config.train.device)
+        if config.train.threads:
+            torch.set_num_threads(config.train.threads)
+        self.problem = get_problem(config.data.problem)
+        self.progress = progress and self.rank == 0
+        self.ckpt_path = self.out / CHECKPOINT
+
+        state = None
+        if resume and self.ckpt_path.is_file():
+            state = load_checkpoint(self.ckpt_path, device="cpu")
+        self.card = read_card(config.data.train)
+        if state is not None:
+            self.norm = Normalisation.from_dict(state[1]["normalisation"])
+        else:
+            stats = load_arrays(config.data.train, limit=config.data.stats_samples)
+            self.norm = fit_normalisation(self.problem, stats)
+
+        # this rank's share of the training data, held in memory
+        self.data = load_arrays(config.data.train, limit=config.data.max_train_samples,
+                                rank=self.rank, world=self.world)
+        self.fields = [*self.problem.condition_fields, self.problem.solution_field]
+        self.data = {k: torch.as_tensor(self.data[k], dtype=torch.float32) for k in self.fields}
+        self.count = len(self.data[self.fields[0]])
+
+        torch.manual_seed(config.train.seed)  # identical initial weights on every rank
+        self.model = build_denoiser(config, self.problem, self.norm).to(self.device)
+        self.ema = build_denoiser(config, self.problem, self.norm).to(self.device)
+        self.ema.load_state_dict(self.model.state_dict())
+        self.ema.requires_grad_(False)
+        self.ddp = (torch.nn.parallel.DistributedDataParallel(self.model) if self.world > 1 else self.model)
+        self.opt = torch.optim.AdamW(self.model.parameters(), lr=config.train.lr,
+                                     weight_decay=config.train.weight_decay)
+        self.loss_fn = EDMLoss(P_mean=config.train.P_mean, P_std=config.train.P_std,
+                               sigma_data=float(self.model.sigma_data))
+        seed = np.random.SeedSequence([config.train.seed, self.rank]).generate_state(1, np.uint64)[0]
+        self.index_gen = torch.Generator().manual_seed(int(seed) & 0x7FFF_FFFF_FFFF_FFFF)
+        self.noise_gen = torch.Generator(device=self.device).manual_seed((int(seed) >> 1) + 1)
+        self.step = 0
+        self.wall = 0.0
+        if state is not None:
+            self._restore(*state)
+
+    # ------------------------------------------------------------------ state
+    def _restore(self, tensors: dict, meta: dict) -> None:
+        self.model.load_state_dict(group(tensors, "model"))
+        self.ema.load_state_dict(group(tensors, "ema"))
+        _load_optimizer(self.opt, group(tensors, "optim"), meta["optimizer"])
+        self.index_gen.set_state(tensors[f"rng.index.{self.rank}"])
+        self.noise_gen.set_state(tensors[f"rng.noise.{self.rank}"].to(self.noise_gen.get_state().device))
+        self.step = int(meta["step"])
+        self.wall = float(meta.get("run", {}).get("wall_time_s", 0.0))
+
+    def _gather_rng(self, name: str, gen: torch.Generator) -> dict:
+        local = gen.get_state().cpu()
+        if self.world == 1:
+            return {f"rng.{name}.0": local}
+        out = [torch.empty_like(local) for _ in range(self.world)]
+        dist.all_gather_object(out, local)
+        return {f"rng.{name}.{r}": t for r, t in enumerate(out)}
+
+    def save(self) -> None:
+        """Write the checkpoint atomically (rank 0), after checking that the ranks agree."""
+        rngs = {**self._gather_rng("index", self.index_gen), **self._gather_rng("noise", self.noise_gen)}
+        in_sync = True
+        if self.world > 1:
+            sums = [None] * self.world
+            dist.all_gather_object(sums, _checksum(self.model))
+            in_sync = all(s == sums[0] for s in sums)
+        if self.rank != 0:
+            return
+        opt_tensors, opt_meta = _optimizer_tensors(self.opt)
+        tensors = {**prefixed("model", self.model.state_dict()), **prefixed("ema", self.ema.state_dict()),
+                   **prefixed("optim", opt_tensors), **rngs}
+        meta = {
+            "config": self.config.to_dict(),
+            "normalisation": self.norm.to_dict(),
+            "card": self.card,
+            "step": self.step,
+            "optimizer": opt_meta,
+            "version": __version__,
+            "run": {"wall_time_s": self.wall, "hardware": hardware(), "world_size": self.world,
+                    "ranks_in_sync": in_sync},
+        }
+        save_checkpoint(self.ckpt_path, tensors, meta)
+
+    def _log(self, record: dict) -> None:
+        if self.rank != 0:
+            return
+        with open(self.out / "metrics.jsonl", "a") as fh:
+            fh.write(json.dumps(record) + "\n")
+
+    # ------------------------------------------------------------------ loop
+    def _batch(self):
+        idx = torch.randint(self.count, (self.config.train.batch_size,), generator=self.index_gen)
+        fields = {k: v[idx].to(self.device) for k, v in self.data.items()}
+        cond, s = encode(self.problem, self.norm, fields)
+        x0 = encode_solution(self.norm, fields[self.problem.solution_field], s)
+        return x0, cond
+
+    @torch.no_grad()
+    def _update_ema(self) -> None:
+        decay = self.config.train.ema_decay
+        for e, p in zip(self.ema.parameters(), self.model.parameters()):
+            e.lerp_(p.detach(), 1.0 - decay)
+        for e, b in zip(self.ema.buffers(), self.model.buffers()):
+            e.copy_(b)
+
+    def validate(self) -> dict:
+        """Relative L2 and boundary error of the EMA model on the validation split (PF-ODE, Heun)."""
+        from pdediff.solver import Solver
+
+        t = self.config.train
+        arrays = load_arrays(self.config.data.valid, limit=t.valid_samples)
+        solver = Solver(self.ema, self.config, self.norm, self.card, device=self.device)
+        names = self.problem.condition_fields
+        phi = solver.solve(*(arrays[k] for k in names), steps=t.valid_steps, batch_size=64)
+        self.ema.requires_grad_(False)
+        ref = arrays[self.problem.solution_field].astype(np.float64)
+        rel = np.linalg.norm((phi - ref).reshape(len(ref), -1), axis=1) / np.maximum(
+            np.linalg.norm(ref.reshape(len(ref), -1), axis=1), 1e-30)
+        return {"valid_rel_l2": float(np.mean(rel)), "valid_rel_l2_median": float(np.median(rel))}
+
+    def run(self) -> Path:
+        """Train to ``config.train.steps``; returns the checkpoint path."""
+        t = self.config.train
+        if self.rank == 0:
+            self.out.mkdir(parents=True, exist_ok=True)
+            (self.out / "config.yaml").write_text(self.config.to_yaml())
+        bar = None
+        if self.progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=t.steps, initial=self.step, desc="train", unit="step", dynamic_ncols=True)
+        self.model.train()
+        seen, tick = 0, time.perf_counter()
+        while self.step < t.steps:
+            lr = learning_rate(self.config, self.step)
+            for g in self.opt.param_groups:
+                g["lr"] = lr
+            x0, cond = self._batch()
+            loss = self.loss_fn(self.ddp, x0, cond, generator=self.noise_gen).mean()
+            self.opt.zero_grad(set_to_none=True)
+            loss.backward()
+            grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), t.grad_clip)
+            self.opt.step()
+            self._update_ema()
+            self.step += 1
+            seen += len(x0) * self.world
+            now = time.perf_counter()
+            self.wall += now - tick
+            if self.step % t.log_every == 0 or self.step == t.steps:
+                rate = seen / max(now - tick, 1e-9) if seen else 0.0
+                record = {"step": self.step, "loss": float(loss), "grad_norm": float(grad_norm), "lr": lr,
+                          "samples_per_s": rate, "wall_time_s": self.wall}
+                if t.valid_every and (self.step % t.valid_every == 0 or self.step == t.steps) and self.rank == 0:
+                    record.update(self.validate())
+                self._log(record)
+                if bar is not None:
+                    bar.set_postfix(loss=f"{float(loss):.4f}", **({"val": f"{record['valid_rel_l2']:.4f}"}
+                                                                   if "valid_rel_l2" in record else {}))
+            if bar is not None:
+                bar.update(1)
+            if self.step % t.checkpoint_every == 0 or self.step == t.steps:
+                self.save()
+            seen, tick = 0, time.perf_counter()
+        if bar is not None:
+            bar.close()
+        return self.ckpt_path
+
+
+def train(config: Config, out_dir, *, resume: bool = False, progress: bool = True) -> Path:
+    """Train a conditional score model as ``config`` says, writing checkpoints to ``out_dir``."""
+    return Trainer(config, out_dir, resume=resume, progress=progress).run()
+
+
+def export_checkpoint(src, dst, *, half: bool = False) -> Path:
+    """Keep only the EMA weights and metadata of a checkpoint (optionally as float16)."""
+    tensors, meta = load_checkpoint(src)
+    ema = group(tensors, "ema")
+    if half:
+        ema = {k: (v.half() if v.is_floating_point() else v) for k, v in ema.items()}
+    meta = {k: v for k, v in meta.items() if k not in ("optimizer", "format", "format_version")}
+    return save_checkpoint(dst, prefixed("ema", ema), meta)

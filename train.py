@@ -1,0 +1,51 @@
+#!/usr/bin/env python
+"""Train a conditional score model: ``python train.py --config configs/NAME.yaml``.
+
+Runs unchanged under ``torchrun --nproc_per_node K train.py ...`` (DDP). ``--resume`` continues
+exactly from ``OUT/checkpoint.safetensors``; ``--export FILE`` writes an inference-only copy.
+"""
+
+import argparse
+import sys
+from pathlib import Path
+
+from pdediff.config import Config
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", required=True, help="YAML or JSON run config")
+    p.add_argument("--out", help="run folder (default: runs/<config name>)")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.safetensors")
+    p.add_argument("--overwrite", action="store_true", help="start afresh even if OUT has a checkpoint")
+    p.add_argument("--steps", type=int, help="override train.steps")
+    p.add_argument("--export", metavar="FILE", help="after training, write EMA weights only to FILE")
+    p.add_argument("--half", action="store_true", help="store exported weights as float16")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    args = p.parse_args(argv)
+    try:
+        config = Config.load(args.config)
+        if args.steps is not None:
+            if args.steps < 1:
+                raise ValueError(f"--steps={args.steps}; expected an integer >= 1")
+            config.train.steps = args.steps
+        out = Path(args.out or Path("runs") / config.name)
+        ckpt = out / "checkpoint.safetensors"
+        if ckpt.exists() and not (args.resume or args.overwrite):
+            raise ValueError(f"--out={str(out)!r} already holds a checkpoint; pass --resume or --overwrite")
+        if args.overwrite and ckpt.exists():
+            ckpt.unlink()
+            (out / "metrics.jsonl").unlink(missing_ok=True)
+        from pdediff.training import export_checkpoint, train
+
+        path = train(config, out, resume=args.resume, progress=not args.no_progress)
+        print(f"checkpoint: {path}")
+        if args.export:
+            print(f"exported: {export_checkpoint(path, args.export, half=args.half)}")
+    except ValueError as exc:
+        p.exit(2, f"train.py: error: {exc}\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
