@@ -63,7 +63,7 @@ def dirichlet_channels(problem: Problem) -> tuple[int | None, int | None]:
 
 def _support(problem: Problem, name: str, n: int, device) -> torch.Tensor:
     """1 where field ``name`` acts (boundary ring for Dirichlet data, interior otherwise)."""
-    ring = torch.as_tensor(boundary_mask(n), device=device)
+    ring = torch.tensor(boundary_mask(n), device=device)
     return ring if name == problem.dirichlet_field else ~ring
 
 
@@ -111,7 +111,7 @@ def encode(problem: Problem, norm: Normalisation, fields: dict[str, torch.Tensor
         unit = norm.solution_rms if name == problem.dirichlet_field else norm.field_rms[name]
         channels.append(f / (div * unit) if problem.linear else f / unit)
     if problem.dirichlet_field is not None:
-        ring = torch.as_tensor(boundary_mask(n), device=channels[0].device, dtype=channels[0].dtype)
+        ring = torch.tensor(boundary_mask(n), device=channels[0].device, dtype=channels[0].dtype)
         channels.append(ring.expand_as(channels[0]))
     return torch.stack(channels, dim=1), s
 

@@ -8,12 +8,11 @@ or fields, raise ``ValueError`` naming the path and what was expected.
 
 from __future__ import annotations
 
-import dataclasses
 import glob
 import json
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import h5py
@@ -23,87 +22,12 @@ import xarray as xr
 from xarray.backends import BackendArray
 from xarray.core import indexing
 
-from pdediff import atomic
+from pdediff.generate import FORMAT, DatasetCard
 
-FORMAT = "pdediff-dataset/1"
-SPLITS = ("train", "valid", "test")
 REQUIRED_ATTRS = ("format", "problem", "N", "count", "completed", "condition_fields", "solution_field")
 SHARD_PATTERN = re.compile(r"^(?P<split>\w+)-(?P<index>\d{5})-of-(?P<count>\d{5})\.h5$")
 # Attributes that differ between the shards of one split; dropped from the combined attrs.
 _PER_FILE_ATTRS = ("shard", "shard_index", "start", "count", "completed")
-
-
-@dataclass
-class DatasetCard:
-    """Description of a generated dataset, written as ``card.json`` beside its files.
-
-    Training embeds the card in checkpoints, so it round-trips exactly through JSON
-    (:meth:`to_json` / :meth:`from_json`). ``counts`` are the total samples per split over all
-    shards; sample ``k`` of a split is drawn from ``numpy.random.SeedSequence([seed,
-    split_index[split], k, stream])`` (stream 0: source, 1: boundary data).
-    """
-
-    problem: str
-    n: int
-    h: float
-    source: str
-    boundary: str
-    seed: int
-    counts: dict[str, int]
-    condition_fields: list[str]
-    solution_field: str
-    dirichlet_field: str | None = None
-    source_params: dict = field(default_factory=dict)
-    boundary_params: dict = field(default_factory=dict)
-    dtype: str = "float32"
-    shards: int = 1
-    block_size: int = 256
-    split_index: dict[str, int] = field(default_factory=lambda: {s: i for i, s in enumerate(SPLITS)})
-    seeding: str = "numpy.random.SeedSequence([seed, split_index, sample_index, stream])"
-    convention: str = ""
-    version: str = ""
-
-    @property
-    def fields(self) -> list[str]:
-        """Condition fields followed by the solution field (the HDF5 dataset names)."""
-        return [*self.condition_fields, self.solution_field]
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "DatasetCard":
-        """Build a card from a dict; unknown or missing keys raise ``ValueError``."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - names)
-        if unknown:
-            raise ValueError(f"dataset card has unknown key(s) {unknown}; expected keys among {sorted(names)}")
-        try:
-            return cls(**data)
-        except TypeError as exc:
-            raise ValueError(f"dataset card is incomplete: {exc}") from None
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
-
-    @classmethod
-    def from_json(cls, text: str) -> "DatasetCard":
-        return cls.from_dict(json.loads(text))
-
-    def save(self, path: str | os.PathLike) -> Path:
-        """Write the card atomically to ``path``."""
-        return atomic.write_text(path, self.to_json() + "\n")
-
-    @classmethod
-    def load(cls, path: str | os.PathLike) -> "DatasetCard":
-        """Read a card from a ``card.json`` file or a dataset folder holding one."""
-        path = Path(path)
-        if path.is_dir():
-            path = path / "card.json"
-        try:
-            return cls.from_json(path.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as exc:
-            raise ValueError(f"{path}: cannot read a dataset card ({exc})") from None
 
 
 # ---------------------------------------------------------------------------- file checks

@@ -21,7 +21,7 @@ class Denoiser(nn.Module):
     Args:
         net: the score network (see :mod:`pdediff.networks`).
         sigma_data: standard deviation of the (normalised) training solutions; stored as a
-            buffer so it travels with the weights.
+            float32 buffer (devices such as MPS lack float64) so it travels with the weights.
         dirichlet_channel: index in ``cond``'s channel axis of the boundary data ``g``.
         mask_channel: index in ``cond``'s channel axis of the boundary mask (1 on the boundary
             ring, 0 inside). With both indices set, ``D = mask * g + (1 - mask) * D``, so the

@@ -1,0 +1,34 @@
+import json
+
+import pytest
+
+from pdediff.config import Config
+
+
+def test_yaml_json_round_trip():
+    c = Config(name="x")
+    c.model.network_kwargs = {"model_channels": 8, "channel_mult": [1, 2]}
+    c.train.steps = 7
+    assert Config.from_yaml(c.to_yaml()) == c
+    assert Config.from_json(c.to_json()) == c
+    assert json.loads(c.to_json())["train"]["steps"] == 7
+
+
+def test_shipped_configs_load(repo_root):
+    for path in sorted((repo_root / "configs").glob("*.yaml")):
+        c = Config.load(path)
+        assert Config.from_yaml(c.to_yaml()) == c
+
+
+def test_unknown_key_is_named():
+    with pytest.raises(ValueError, match=r"config.train has unknown key\(s\) \['stepz'\]"):
+        Config.from_dict({"train": {"stepz": 3}})
+
+
+def test_missing_config_file(tmp_path):
+    with pytest.raises(ValueError, match="does not exist"):
+        Config.load(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train: [1, 2")
+    with pytest.raises(ValueError, match="not valid YAML"):
+        Config.load(bad)
