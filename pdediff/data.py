@@ -253,13 +253,36 @@ def open_dataset(path_or_paths, split: str = "train") -> xr.Dataset:
     return xr.Dataset(data_vars, coords=coords, attrs=reader.attrs())
 
 
-def load_arrays(path_or_paths, fields=None, split: str = "train", dtype=np.float32) -> dict[str, np.ndarray]:
-    """Read whole fields into memory as ``{name: (count, N, N) array}``.
+def load_arrays(
+    path_or_paths, fields=None, split: str = "train", dtype=np.float32, *,
+    limit: int | None = None, rank: int = 0, world: int = 1,
+) -> dict[str, np.ndarray]:
+    """Read fields into memory as ``{name: (count, N, N) array}``.
 
     Args:
+        path_or_paths, fields, split: as for :class:`PDEDataset`.
         dtype: output dtype (``None``: as stored).
+        limit: read only the first ``limit`` samples (``None``: all).
+        rank, world: return the ``rank``-th of ``world`` contiguous, disjoint shares of
+            those samples (``numpy.array_split`` sizes), for distributed training.
     """
-    return PDEDataset(path_or_paths, fields=fields, split=split, dtype=dtype).read(slice(None))
+    if not (isinstance(world, int) and world >= 1 and isinstance(rank, int) and 0 <= rank < world):
+        raise ValueError(f"rank={rank!r}, world={world!r} are not valid; expected 0 <= rank < world")
+    if limit is not None and (not isinstance(limit, int) or limit < 0):
+        raise ValueError(f"limit={limit!r} is not valid; expected None or an integer >= 0")
+    reader_size = len(ShardReader(path_or_paths, split))
+    chosen = np.array_split(np.arange(reader_size if limit is None else min(limit, reader_size)), world)[rank]
+    return PDEDataset(path_or_paths, fields=fields, indices=chosen, split=split, dtype=dtype).read(slice(None))
+
+
+def read_card(path_or_paths, split: str = "train") -> dict:
+    """The dataset card of a split as a JSON-ready dict (``DatasetCard.from_dict`` rebuilds it).
+
+    Read from the first file's ``card_json`` attribute, so it works for a folder, a list of
+    shards or a single file alike.
+    """
+    info = ShardReader(path_or_paths, split).infos[0]
+    return DatasetCard.from_json(info.attrs["card_json"]).to_dict()
 
 
 class PDEDataset(torch.utils.data.Dataset):
@@ -319,5 +342,6 @@ __all__ = [
     "inspect_file",
     "load_arrays",
     "open_dataset",
+    "read_card",
     "resolve_paths",
 ]

@@ -149,7 +149,10 @@ class UNet(nn.Module):
             )
         levels = len(channel_mult)
         if any(not 0 <= a < levels for a in attention_levels):
-            raise ValueError(f"attention_levels={attention_levels} must lie in 0..{levels - 1} for {levels} levels")
+            raise ValueError(
+                f"attention_levels={attention_levels} must lie in 0..{levels - 1} for channel_mult={channel_mult} "
+                f"({levels} levels); pass e.g. attention_levels=({levels - 1},) or ()"
+            )
         if embed not in EMBEDDINGS:
             raise ValueError(f"embed={embed!r} is not known; choose one of {EMBEDDINGS}")
 

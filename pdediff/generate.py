@@ -1,0 +1,481 @@
+"""Dataset generation: random conditions, batched exact solves, sharded resumable HDF5 files.
+
+Sample ``k`` of a split draws its source from ``SeedSequence([seed, split_index, k, 0])`` and
+its boundary data from ``SeedSequence([seed, split_index, k, 1])``, so it depends on nothing
+else: not on the worker count, the shard, or where an interrupted run resumed. Samples are
+computed in fixed blocks (:func:`default_block_size`, aligned to multiples of the block size
+in the split's global index), solved with the problem's ``fast_solve`` (or
+``reference_solve``) and written one block at a time to ``<name>.h5.partial``; the attribute
+``completed`` is updated after each flushed block, and the file is renamed to its final name
+only when complete.
+
+The file layout is documented in ``datasets/README.md``.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import itertools
+import json
+import multiprocessing
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import h5py
+import numpy as np
+
+import pdediff
+from pdediff import atomic
+from pdediff.problems import Grid, Problem, get_problem
+from pdediff.sources import get_boundary, get_source
+
+FORMAT = "pdediff-dataset/1"
+SPLITS = ("train", "valid", "test")
+DTYPES = ("float32", "float64")
+BLOCK_ELEMENTS = 2**20  # nodes per field per block: 256 samples at N = 64
+COMPRESSION = {"compression": "gzip", "compression_opts": 1, "shuffle": True}
+
+
+@dataclass
+class DatasetCard:
+    """Description of a generated dataset, written as ``card.json`` beside its files.
+
+    Training embeds the card in checkpoints, so it round-trips exactly through JSON
+    (:meth:`to_json` / :meth:`from_json`). ``counts`` are the total samples per split over
+    all shards; ``seeding`` says how sample ``k`` of a split is seeded (stream 0: source,
+    1: boundary data).
+    """
+
+    problem: str
+    n: int
+    h: float
+    source: str
+    boundary: str
+    seed: int
+    counts: dict[str, int]
+    condition_fields: list[str]
+    solution_field: str
+    dirichlet_field: str | None = None
+    source_params: dict = field(default_factory=dict)
+    boundary_params: dict = field(default_factory=dict)
+    dtype: str = "float32"
+    shards: int = 1
+    block_size: int = 256
+    split_index: dict[str, int] = field(default_factory=lambda: {s: i for i, s in enumerate(SPLITS)})
+    seeding: str = "numpy.random.SeedSequence([seed, split_index, sample_index, stream])"
+    convention: str = ""
+    version: str = ""
+
+    @property
+    def fields(self) -> list[str]:
+        """Condition fields followed by the solution field (the HDF5 dataset names)."""
+        return [*self.condition_fields, self.solution_field]
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "DatasetCard":
+        """Build a card from a dict; unknown or missing keys raise ``ValueError``."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise ValueError(f"dataset card has unknown key(s) {unknown}; expected keys among {sorted(names)}")
+        try:
+            return cls(**data)
+        except TypeError as exc:
+            raise ValueError(f"dataset card is incomplete: {exc}") from None
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> "DatasetCard":
+        return cls.from_dict(json.loads(text))
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write the card atomically to ``path``."""
+        return atomic.write_text(path, self.to_json() + "\n")
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "DatasetCard":
+        """Read a card from a ``card.json`` file or a dataset folder holding one."""
+        path = Path(path)
+        if path.is_dir():
+            path = path / "card.json"
+        try:
+            return cls.from_json(path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as exc:
+            raise ValueError(f"{path}: cannot read a dataset card ({exc})") from None
+
+
+@dataclass(frozen=True)
+class SplitResult:
+    """Outcome of :func:`generate_split`: the final file, its samples, and how many this call computed."""
+
+    path: Path
+    count: int
+    computed: int
+
+
+@dataclass(frozen=True)
+class Block:
+    """One unit of work: samples ``[start, stop)`` of a split (picklable, sent to workers)."""
+
+    problem: str
+    n: int
+    source: str
+    boundary: str
+    seed: int
+    split_index: int
+    start: int
+    stop: int
+
+
+# ---------------------------------------------------------------------------- helpers
+def default_block_size(n: int) -> int:
+    """Samples per block: ``BLOCK_ELEMENTS / N^2`` clipped to [1, 256] (256 at N = 64)."""
+    return int(np.clip(BLOCK_ELEMENTS // n**2, 1, 256))
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """Parse ``"K/M"`` into ``(K, M)`` with ``0 <= K < M``."""
+    try:
+        index, count = (int(part) for part in str(text).split("/"))
+    except ValueError:
+        index, count = -1, 0
+    if not 0 <= index < count:
+        raise ValueError(f"shard={text!r} is not valid; expected K/M with 0 <= K < M, e.g. 3/8")
+    return index, count
+
+
+def split_filename(split: str, shard: tuple[int, int] = (0, 1)) -> str:
+    """``train.h5`` for an unsharded split, else ``train-00003-of-00008.h5``."""
+    index, count = shard
+    return f"{split}.h5" if count == 1 else f"{split}-{index:05d}-of-{count:05d}.h5"
+
+
+def shard_range(count: int, shard: tuple[int, int]) -> tuple[int, int]:
+    """Global sample range ``[K count // M, (K + 1) count // M)`` held by shard K of M."""
+    index, shards = shard
+    return index * count // shards, (index + 1) * count // shards
+
+
+def field_roles(problem: Problem) -> tuple[str, str | None]:
+    """The problem's randomly drawn source field and its Dirichlet field (or None).
+
+    Raises:
+        ValueError: the problem has other than one non-Dirichlet condition field.
+    """
+    sources = [name for name in problem.condition_fields if name != problem.dirichlet_field]
+    if len(sources) != 1:
+        raise ValueError(
+            f"problem={problem.name!r} has condition fields {list(problem.condition_fields)}; "
+            "the generator expects one source field plus optional Dirichlet data"
+        )
+    return sources[0], problem.dirichlet_field
+
+
+def convention_text(problem: Problem) -> str:
+    """The grid and field convention stored in every card."""
+    text = (
+        "N x N nodes on [0, 1]^2 including the boundary, h = 1 / (N - 1); array index [i, j] "
+        f"is node (x_j, y_i). {problem.solution_field} solves problem {problem.name!r} given "
+        f"{', '.join(problem.condition_fields)}."
+    )
+    if problem.dirichlet_field:
+        text += (
+            f" {problem.dirichlet_field} holds Dirichlet data on the boundary ring and zeros at "
+            f"interior nodes; {problem.solution_field} equals it on the ring."
+        )
+    return text
+
+
+def sample_rngs(seed: int, split_index: int, start: int, stop: int, stream: int) -> list[np.random.Generator]:
+    """One generator per sample ``k`` in ``[start, stop)``: ``SeedSequence([seed, split_index, k, stream])``."""
+    return [np.random.default_rng(np.random.SeedSequence([seed, split_index, k, stream])) for k in range(start, stop)]
+
+
+def compute_block(block: Block) -> dict[str, np.ndarray]:
+    """Draw and solve one block of samples; returns float64 ``{field: (B, N, N)}``."""
+    problem = get_problem(block.problem)
+    grid = problem.grid(block.n)
+    source_field, dirichlet_field = field_roles(problem)
+    span = (block.seed, block.split_index, block.start, block.stop)
+    fields = {source_field: get_source(block.source).sample(grid, sample_rngs(*span, stream=0))}
+    if dirichlet_field:
+        fields[dirichlet_field] = get_boundary(block.boundary).sample(grid, sample_rngs(*span, stream=1))
+    solve = getattr(problem, "fast_solve", None) or problem.reference_solve
+    fields[problem.solution_field] = solve(*(fields[name] for name in problem.condition_fields))
+    return fields
+
+
+def _blocks_in_order(blocks: list[Block], workers: int):
+    """Yield computed blocks in order; with workers > 1 at most 2 * workers are in flight."""
+    if workers == 1:
+        yield from map(compute_block, blocks)
+        return
+    with multiprocessing.get_context().Pool(workers) as pool:
+        todo = iter(blocks)
+        pending = collections.deque(pool.apply_async(compute_block, (b,)) for b in itertools.islice(todo, 2 * workers))
+        while pending:
+            result = pending.popleft().get()
+            following = next(todo, None)
+            if following is not None:
+                pending.append(pool.apply_async(compute_block, (following,)))
+            yield result
+
+
+# ---------------------------------------------------------------------------- one split
+def _file_attrs(card: DatasetCard, split: str, shard: tuple[int, int]) -> dict:
+    start, stop = shard_range(card.counts[split], shard)
+    return {
+        "format": FORMAT,
+        "problem": card.problem,
+        "N": card.n,
+        "h": card.h,
+        "source": card.source,
+        "boundary": card.boundary,
+        "seed": card.seed,
+        "split": split,
+        "shard": f"{shard[0]}/{shard[1]}",
+        "shard_index": shard[0],
+        "start": start,
+        "count": stop - start,
+        "dtype": card.dtype,
+        "block_size": card.block_size,
+        "condition_fields": json.dumps(card.condition_fields),
+        "solution_field": card.solution_field,
+        "params_json": json.dumps({"source": card.source_params, "boundary": card.boundary_params}, sort_keys=True),
+        "card_json": card.to_json(),
+        "version": card.version,
+    }
+
+
+def _same_run(path: Path, attrs: dict) -> None:
+    """Raise unless the file at ``path`` was written with the same attributes."""
+    try:
+        with h5py.File(path, "r") as f:
+            differ = sorted(k for k, v in attrs.items() if f.attrs.get(k) != v)
+    except OSError as exc:
+        raise ValueError(f"{path}: cannot be resumed ({exc}); rerun with --overwrite") from None
+    if differ:
+        raise ValueError(
+            f"{path}: cannot resume, the file was written with different settings "
+            f"(attributes {differ} differ); rerun with --overwrite"
+        )
+
+
+def generate_split(
+    card: DatasetCard,
+    split: str,
+    out_dir: str | os.PathLike,
+    *,
+    shard: tuple[int, int] = (0, 1),
+    workers: int = 1,
+    resume: bool = False,
+    overwrite: bool = False,
+    callback: Callable[[dict], None] | None = None,
+) -> SplitResult:
+    """Generate shard ``shard`` of one split described by ``card`` into ``out_dir``.
+
+    Args:
+        card: the dataset description (problem, N, source, boundary, seed, counts, dtype).
+        split: one of ``card.counts``.
+        shard: ``(K, M)``: write samples :func:`shard_range` of the split.
+        workers: processes computing blocks (the result does not depend on it).
+        resume: continue ``<file>.partial`` from its last flushed block; a complete final
+            file from the same settings is kept as is.
+        overwrite: replace existing output.
+        callback: called with ``{"split", "event", "done", "total"}`` once at the start
+            (``event="start"``) and after each flushed block (``event="block"``).
+
+    Returns:
+        The final path, the shard's sample count, and the samples computed by this call.
+
+    Raises:
+        FileExistsError: output (or a partial file) exists and neither flag allows it.
+        ValueError: a partial or final file to resume has different settings.
+    """
+    final = Path(out_dir) / split_filename(split, shard)
+    partial = final.with_name(final.name + ".partial")
+    attrs = _file_attrs(card, split, shard)
+    count = attrs["count"]
+    if final.exists() and not overwrite:
+        if not resume:
+            raise FileExistsError(f"{final} exists; pass --overwrite to replace it or --resume to keep it")
+        _same_run(final, attrs)
+        return SplitResult(final, count, 0)
+    if partial.exists() and not (resume or overwrite):
+        raise FileExistsError(
+            f"{partial} is left from an interrupted run; pass --resume to continue it or --overwrite to restart"
+        )
+    if partial.exists() and resume:
+        _same_run(partial, attrs)
+        f = h5py.File(partial, "r+")
+    else:
+        f = h5py.File(partial, "w")
+        for name in card.fields:
+            f.create_dataset(
+                name, shape=(count, card.n, card.n), maxshape=(None, card.n, card.n),
+                chunks=(1, card.n, card.n), dtype=card.dtype, **COMPRESSION,
+            )
+        f.attrs.update({**attrs, "completed": 0})
+        f.flush()
+    with f:
+        done = int(f.attrs["completed"])
+        start = attrs["start"]
+        first, size = start + done, card.block_size
+        edges = [first, *range((first // size + 1) * size, start + count, size), start + count]
+        blocks = [
+            Block(card.problem, card.n, card.source, card.boundary, card.seed, card.split_index[split], a, b)
+            for a, b in zip(edges[:-1], edges[1:]) if b > a
+        ]
+        if callback:
+            callback({"split": split, "event": "start", "done": done, "total": count})
+        for block, arrays in zip(blocks, _blocks_in_order(blocks, workers)):
+            rows = slice(block.start - start, block.stop - start)
+            for name in card.fields:
+                f[name][rows] = arrays[name].astype(card.dtype)
+            f.attrs["completed"] = rows.stop
+            f.flush()
+            if callback:
+                callback({"split": split, "event": "block", "done": rows.stop, "total": count})
+    atomic.commit(partial, final)
+    return SplitResult(final, count, count - done)
+
+
+# ---------------------------------------------------------------------------- a dataset
+def make_card(
+    problem: str = "poisson",
+    n: int = 64,
+    count: int = 1000,
+    *,
+    source: str = "mixture",
+    boundary: str = "zero",
+    seed: int = 0,
+    valid_count: int | None = None,
+    test_count: int | None = None,
+    dtype: str = "float32",
+    shards: int = 1,
+) -> DatasetCard:
+    """Validate generation settings and describe the dataset they produce.
+
+    ``valid_count`` and ``test_count`` default to ``max(1, count // 10)``; 0 skips the split.
+
+    Raises:
+        ValueError: naming the argument, its value and what was expected.
+    """
+    prob = get_problem(problem)
+    grid = Grid(n)
+    source_field, dirichlet_field = field_roles(prob)
+    default = max(1, count // 10) if isinstance(count, int) else 1
+    counts = {"train": count, "valid": default if valid_count is None else valid_count,
+              "test": default if test_count is None else test_count}
+    for split, value in counts.items():
+        name = {"train": "count", "valid": "valid_count", "test": "test_count"}[split]
+        if not isinstance(value, int) or isinstance(value, bool) or value < (1 if split == "train" else 0):
+            raise ValueError(f"{name}={value!r} is not valid; expected an integer >= {1 if split == 'train' else 0}")
+    if not isinstance(seed, int) or seed < 0:
+        raise ValueError(f"seed={seed!r} is not valid; expected an integer >= 0")
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype={dtype!r} is not supported; expected one of {list(DTYPES)}")
+    if not isinstance(shards, int) or shards < 1:
+        raise ValueError(f"shards={shards!r} is not valid; expected an integer >= 1")
+    boundary_family = get_boundary(boundary)
+    if dirichlet_field is None and boundary != "zero":
+        raise ValueError(f"boundary={boundary!r}: problem {problem!r} takes no boundary data; expected 'zero'")
+    return DatasetCard(
+        problem=prob.name, n=int(n), h=grid.h, source=source, boundary=boundary, seed=seed,
+        counts=counts, condition_fields=list(prob.condition_fields), solution_field=prob.solution_field,
+        dirichlet_field=dirichlet_field, source_params=get_source(source).params(),
+        boundary_params=boundary_family.params(), dtype=dtype, shards=shards,
+        block_size=default_block_size(int(n)), convention=convention_text(prob), version=pdediff.__version__,
+    )
+
+
+def _check_out_dir(out_dir: Path) -> None:
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out_dir):
+            pass
+    except OSError as exc:
+        raise ValueError(f"out={str(out_dir)!r} is not a writable folder ({exc.strerror or exc})") from None
+
+
+def generate_dataset(
+    out_dir: str | os.PathLike,
+    card: DatasetCard,
+    *,
+    shard: tuple[int, int] = (0, 1),
+    workers: int = 1,
+    resume: bool = False,
+    overwrite: bool = False,
+    callback: Callable[[dict], None] | None = None,
+) -> dict[str, SplitResult]:
+    """Write every split with a nonzero count (shard ``shard`` of each) and ``card.json``.
+
+    All outputs are checked before anything is computed, so a refused run writes nothing.
+    ``card.json`` describes the whole dataset (identical for every shard) and is written
+    when the splits are complete.
+
+    Args:
+        out_dir: dataset folder (created if missing).
+        card: from :func:`make_card`.
+        shard, workers, resume, overwrite, callback: see :func:`generate_split`.
+
+    Returns:
+        ``{split: SplitResult}``.
+
+    Raises:
+        ValueError: bad arguments, an unwritable folder, or a card.json of another dataset.
+        FileExistsError: output exists and neither ``resume`` nor ``overwrite`` is set.
+    """
+    out_dir = Path(out_dir)
+    if resume and overwrite:
+        raise ValueError("resume=True and overwrite=True contradict each other; pass one of them")
+    if not isinstance(workers, int) or workers < 1:
+        raise ValueError(f"workers={workers!r} is not valid; expected an integer >= 1")
+    if not (shard[1] == card.shards and 0 <= shard[0] < shard[1]):
+        raise ValueError(f"shard={shard[0]}/{shard[1]} is not valid; expected K/{card.shards} with 0 <= K < {card.shards}")
+    _check_out_dir(out_dir)
+    card_path = out_dir / "card.json"
+    if card_path.exists() and not overwrite and DatasetCard.load(card_path) != card:
+        raise ValueError(f"{card_path} describes a different dataset; pass --overwrite or choose another --out")
+    splits = [split for split in SPLITS if card.counts[split] > 0]
+    if not (resume or overwrite):
+        for split in splits:
+            final = out_dir / split_filename(split, shard)
+            for candidate in (final, final.with_name(final.name + ".partial")):
+                if candidate.exists():
+                    raise FileExistsError(f"{candidate} exists; pass --overwrite to replace it or --resume to continue")
+    results = {
+        split: generate_split(
+            card, split, out_dir, shard=shard, workers=workers, resume=resume,
+            overwrite=overwrite, callback=callback,
+        )
+        for split in splits
+    }
+    card.save(card_path)
+    return results
+
+
+__all__ = [
+    "Block",
+    "DatasetCard",
+    "SPLITS",
+    "SplitResult",
+    "compute_block",
+    "default_block_size",
+    "generate_dataset",
+    "generate_split",
+    "make_card",
+    "parse_shard",
+    "sample_rngs",
+    "shard_range",
+    "split_filename",
+]

@@ -1,0 +1,102 @@
+"""Tests of pdediff.sources: shapes, reproducibility, documented parameter ranges."""
+
+import numpy as np
+import pytest
+
+from pdediff.problems import Grid
+from pdediff.sources import BOUNDARIES, SOURCES, Blobs, Mixture, gaussian_sum, get_boundary, get_source
+
+GRID = Grid(33)
+FAMILIES = {**{f"source-{k}": v for k, v in SOURCES.items()}, **{f"boundary-{k}": v for k, v in BOUNDARIES.items()}}
+
+
+def rngs(count, seed=0):
+    return [np.random.default_rng([seed, k]) for k in range(count)]
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_fields_are_finite_reproducible_and_batch_consistent(name):
+    family = FAMILIES[name]
+    single = family(GRID, np.random.default_rng(7))
+    assert single.shape == (33, 33) and single.dtype == np.float64
+    assert np.all(np.isfinite(single))
+    np.testing.assert_array_equal(single, family(GRID, np.random.default_rng(7)))
+    batch = family.sample(GRID, rngs(6))
+    assert batch.shape == (6, 33, 33)
+    np.testing.assert_allclose(batch[2], family(GRID, rngs(6)[2]), rtol=1e-12, atol=1e-12)
+    assert not np.array_equal(batch[0], batch[1]) or name == "boundary-zero"
+    assert family.params()["name"] == family.name
+
+
+def test_blob_parameters_within_documented_ranges():
+    blobs = SOURCES["blobs"]
+    draws = [blobs.draw(rng) for rng in rngs(300)]
+    used = np.array([np.count_nonzero(d["charges"]) for d in draws])
+    assert set(used) == {1, 2, 3, 4}
+    charges = np.concatenate([d["charges"][d["charges"] != 0] for d in draws])
+    widths = np.concatenate([d["widths"][d["charges"] != 0] for d in draws])
+    centres = np.concatenate([d["centres"][d["charges"] != 0] for d in draws])
+    assert np.all((np.abs(charges) >= 0.025) & (np.abs(charges) <= 0.1))
+    assert 0.3 < np.mean(charges > 0) < 0.7
+    assert np.all((widths >= 0.03) & (widths <= 0.15))
+    assert np.all((centres >= 0.15) & (centres <= 0.85))
+
+
+def test_blob_density_has_documented_peak_and_charge():
+    grid = Grid(129)
+    q, w = 0.07, 0.05
+    rho = gaussian_sum(grid, np.array([[[0.5, 0.5]]]), np.array([[w]]), np.array([[q]]))[0]
+    assert rho.max() == pytest.approx(q / (2 * np.pi * w**2), rel=1e-12)
+    assert rho.sum() * grid.h**2 == pytest.approx(q, rel=1e-6)
+
+
+def test_blob_fields_bounded_by_their_peaks():
+    fields = SOURCES["blobs"].sample(GRID, rngs(200))
+    peak_bound = 4 * 0.1 / (2 * np.pi * 0.03**2)
+    assert np.abs(fields).max() <= peak_bound
+    assert np.abs(fields).max(axis=(1, 2)).min() > 0.025 / (2 * np.pi * 0.15**2) * 0.1
+
+
+def test_grf_rms_in_documented_range_and_resolution_independent():
+    grf = SOURCES["grf"]
+    fields = grf.sample(GRID, rngs(100))
+    rms = np.sqrt(np.mean(fields**2, axis=(1, 2)))
+    assert np.all((rms >= 5 - 1e-9) & (rms <= 15 + 1e-9))
+    assert abs(fields.mean()) < 0.3 * rms.mean()
+    coarse, fine = grf(Grid(17), np.random.default_rng(1)), grf(Grid(33), np.random.default_rng(1))
+    correlation = np.corrcoef(coarse.ravel(), fine[::2, ::2].ravel())[0, 1]
+    assert correlation > 0.999
+
+
+def test_mixture_draws_every_family():
+    mixture = get_source("blobs,grf")
+    assert isinstance(mixture, Mixture) and mixture == SOURCES["mixture"]
+    rms = np.sqrt(np.mean(mixture.sample(GRID, rngs(60)) ** 2, axis=(1, 2)))
+    assert np.any(rms >= 5) and np.any(rms < 2)
+    assert [c["name"] for c in mixture.params()["components"]] == ["blobs", "grf"]
+    assert get_source("blobs") is SOURCES["blobs"] and isinstance(SOURCES["blobs"], Blobs)
+
+
+def test_out_of_distribution_sources_are_sharp_or_discontinuous():
+    dipoles = SOURCES["point_dipoles"].sample(GRID, rngs(20))
+    assert np.abs(dipoles).max() > 10
+    shapes = SOURCES["disks_rects"].sample(GRID, rngs(20))
+    levels = np.abs(shapes[np.abs(shapes) > 0])
+    assert levels.min() >= 1.0 - 1e-12 and levels.max() <= 40.0 + 1e-12
+
+
+def test_boundary_data_lives_on_the_ring():
+    ring = GRID.boundary_mask
+    smooth = BOUNDARIES["smooth"].sample(GRID, rngs(50))
+    assert np.all(smooth[:, ~ring] == 0)
+    peaks = np.abs(smooth).max(axis=(1, 2))
+    assert np.all((peaks >= 0.1 - 1e-12) & (peaks <= 1.0 + 1e-12))
+    assert np.all(np.abs(np.diff(smooth[:, 0, :], axis=-1)) < 0.2)
+    assert np.all(BOUNDARIES["zero"](GRID, np.random.default_rng(0)) == 0)
+
+
+def test_unknown_names_raise_value_error():
+    with pytest.raises(ValueError, match=r"source='blobs,nope'.*'nope'.*grf"):
+        get_source("blobs,nope")
+    with pytest.raises(ValueError, match=r"boundary='wavy'.*smooth"):
+        get_boundary("wavy")
