@@ -295,36 +295,36 @@ BOUNDARIES: dict[str, Family] = {
 }
 
 
+def _lookup(registry: dict[str, Family], spec: str, argument: str) -> Family:
+    names = [part.strip() for part in spec.split(",")] if isinstance(spec, str) else [spec]
+    for name in names:
+        if name not in registry:
+            raise ValueError(
+                f"{argument}={spec!r}: {name!r} is not a known {argument}; expected one of "
+                f"{sorted(registry)} or a comma-separated list of them"
+            )
+    if len(names) == 1:
+        return registry[names[0]]
+    return Mixture(tuple(registry[name] for name in names))
+
+
 def get_source(spec: str) -> Family:
     """Return the source named ``spec``, or a :class:`Mixture` for a comma list of names.
 
     Raises:
         ValueError: naming the unknown entry and the known names.
     """
-    names = [part.strip() for part in str(spec).split(",")] if isinstance(spec, str) else [spec]
-    for name in names:
-        if name not in SOURCES:
-            raise ValueError(
-                f"source={spec!r}: {name!r} is not a known source; expected one of "
-                f"{sorted(SOURCES)} or a comma-separated list of them"
-            )
-    if len(names) == 1:
-        return SOURCES[names[0]]
-    return Mixture(tuple(SOURCES[name] for name in names))
+    return _lookup(SOURCES, spec, "source")
 
 
-def get_boundary(name: str) -> Family:
-    """Return the boundary family registered under ``name``.
+def get_boundary(spec: str) -> Family:
+    """Return the boundary family named ``spec``, or a :class:`Mixture` for a comma list
+    (``"zero,smooth"``: each sample has zero or smooth data with equal probability).
 
     Raises:
-        ValueError: naming the value and the known names.
+        ValueError: naming the unknown entry and the known names.
     """
-    try:
-        return BOUNDARIES[name]
-    except (KeyError, TypeError):
-        raise ValueError(
-            f"boundary={name!r} is not a known boundary family; expected one of {sorted(BOUNDARIES)}"
-        ) from None
+    return _lookup(BOUNDARIES, spec, "boundary")
 
 
 __all__ = [

@@ -199,7 +199,8 @@ class Trainer:
 
     @torch.no_grad()
     def _update_ema(self) -> None:
-        decay = self.config.train.ema_decay
+        # warm-up of the average (as in EDM's ema_rampup): early weights are forgotten quickly
+        decay = min(self.config.train.ema_decay, (1.0 + self.step) / (10.0 + self.step))
         for e, p in zip(self.ema.parameters(), self.model.parameters()):
             e.lerp_(p.detach(), 1.0 - decay)
         for e, b in zip(self.ema.buffers(), self.model.buffers()):
@@ -220,9 +221,11 @@ class Trainer:
             np.linalg.norm(ref.reshape(len(ref), -1), axis=1), 1e-30)
         return {"valid_rel_l2": float(np.mean(rel)), "valid_rel_l2_median": float(np.median(rel))}
 
-    def run(self) -> Path:
-        """Train to ``config.train.steps``; returns the checkpoint path."""
+    def run(self, until: int | None = None) -> Path:
+        """Train to ``config.train.steps`` (or stop early at step ``until``, checkpointing there,
+        as an interrupted run would); returns the checkpoint path."""
         t = self.config.train
+        stop = t.steps if until is None else min(int(until), t.steps)
         if self.rank == 0:
             self.out.mkdir(parents=True, exist_ok=True)
             (self.out / "config.yaml").write_text(self.config.to_yaml())
@@ -233,7 +236,7 @@ class Trainer:
             bar = tqdm(total=t.steps, initial=self.step, desc="train", unit="step", dynamic_ncols=True)
         self.model.train()
         seen, tick = 0, time.perf_counter()
-        while self.step < t.steps:
+        while self.step < stop:
             lr = learning_rate(self.config, self.step)
             for g in self.opt.param_groups:
                 g["lr"] = lr
@@ -241,6 +244,7 @@ class Trainer:
             loss = self.loss_fn(self.ddp, x0, cond, generator=self.noise_gen).mean()
             self.opt.zero_grad(set_to_none=True)
             loss.backward()
+            loss = loss.detach()
             grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), t.grad_clip)
             self.opt.step()
             self._update_ema()
@@ -260,7 +264,7 @@ class Trainer:
                                                                    if "valid_rel_l2" in record else {}))
             if bar is not None:
                 bar.update(1)
-            if self.step % t.checkpoint_every == 0 or self.step == t.steps:
+            if self.step % t.checkpoint_every == 0 or self.step == stop:
                 self.save()
             seen, tick = 0, time.perf_counter()
         if bar is not None:
@@ -268,9 +272,13 @@ class Trainer:
         return self.ckpt_path
 
 
-def train(config: Config, out_dir, *, resume: bool = False, progress: bool = True) -> Path:
-    """Train a conditional score model as ``config`` says, writing checkpoints to ``out_dir``."""
-    return Trainer(config, out_dir, resume=resume, progress=progress).run()
+def train(config: Config, out_dir, *, resume: bool = False, progress: bool = True,
+          until: int | None = None) -> Path:
+    """Train a conditional score model as ``config`` says, writing checkpoints to ``out_dir``.
+
+    ``until`` stops at that step (the schedule is still that of ``config.train.steps``).
+    """
+    return Trainer(config, out_dir, resume=resume, progress=progress).run(until=until)
 
 
 def export_checkpoint(src, dst, *, half: bool = False) -> Path:

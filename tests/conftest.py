@@ -21,3 +21,11 @@ def tiny_dataset(tmp_path_factory) -> Path:
     card = make_card("poisson", 17, 40, source="mixture", boundary="smooth", seed=3, valid_count=8, test_count=8)
     generate_dataset(out, card)
     return out
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _one_thread():
+    """One intra-op thread: on small tensors, competing OpenMP threads are far slower."""
+    import torch
+
+    torch.set_num_threads(1)

@@ -10,6 +10,8 @@ from scipy import stats
 
 from pdediff.sdes import SDES, append_dims, randn
 
+torch.set_num_threads(1)  # the test machines are shared; threads only fight over tiny tensors
+
 F64 = torch.float64
 KINDS = sorted(SDES)
 PRIOR_STD = {"edm": 80.0, "ve": 50.0, "vp": 1.0, "subvp": 1.0}
