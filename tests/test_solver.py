@@ -1,0 +1,145 @@
+"""The Solver on an untrained (random) model: exact scale equivariance, exact boundary values,
+batch independence, polish and guidance plumbing, clear errors; and the solve.py CLI."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from pdediff.checkpoint import save_checkpoint, prefixed
+from pdediff.conditioning import fit_normalisation
+from pdediff.config import Config
+from pdediff.model import build_denoiser
+from pdediff.problems import PROBLEMS
+from pdediff.solver import Solver, load_solver
+
+POISSON = PROBLEMS["poisson"]
+N = 16
+
+
+def _data(b=4, seed=0):
+    rng = np.random.default_rng(seed)
+    rho = rng.normal(size=(b, N, N))
+    g = np.zeros_like(rho)
+    g[:, 0, :], g[:, :, -1] = rng.normal(size=(b, N)), rng.normal(size=(b, N))
+    return rho, g, POISSON.reference_solve(rho, g)
+
+
+@pytest.fixture(scope="module")
+def solver():
+    rho, g, phi = _data(8)
+    norm = fit_normalisation(POISSON, {"rho": rho, "g": g, "phi": phi})
+    c = Config()
+    c.model.network_kwargs = {"model_channels": 8, "channel_mult": [1, 2], "attention_levels": []}
+    torch.manual_seed(0)
+    d = build_denoiser(c, POISSON, norm)
+    with torch.no_grad():
+        for p in d.parameters():  # a random, untrained network (zero-initialised layers too)
+            p.normal_(0.0, 0.1)
+    return Solver(d, c, norm, {"n": N})
+
+
+@pytest.mark.parametrize("c", [1e-3, 1e3, -2.0])
+def test_scale_equivariance(solver, c):
+    rho, g, _ = _data()
+    phi = solver.solve(rho, g, steps=4)
+    phi_c = solver.solve(c * rho, c * g, steps=4)
+    np.testing.assert_allclose(phi_c, c * phi, rtol=1e-5, atol=1e-5 * abs(c) * np.abs(phi).max())
+
+
+def test_zero_input_gives_exactly_zero(solver):
+    assert np.all(solver.solve(np.zeros((N, N)), steps=3) == 0.0)
+
+
+@pytest.mark.parametrize("zero_g", [True, False])
+def test_boundary_values_are_exact(solver, zero_g):
+    rho, g, _ = _data()
+    if zero_g:
+        g = np.zeros_like(g)
+    phi = solver.solve(rho, g, steps=3)
+    ring = POISSON.grid(N).boundary_mask
+    assert np.array_equal(phi[:, ring], g[:, ring])
+
+
+def test_single_and_batched_and_seeds(solver):
+    rho, g, _ = _data()
+    batch = solver.solve(rho, g, steps=3, batch_size=4)
+    one = solver.solve(rho[2], g[2], steps=3)
+    assert one.shape == (N, N) and batch.shape == (4, N, N)
+    small = solver.solve(rho, g, steps=3, batch_size=1)
+    np.testing.assert_allclose(small, batch, rtol=1e-4, atol=1e-5 * np.abs(batch).max())
+    np.testing.assert_array_equal(solver.solve(rho, g, steps=3, seed=5), solver.solve(rho, g, steps=3, seed=5))
+
+
+def test_polish_converges_to_the_reference(solver):
+    rho, g, ref = _data()
+    phi, info = solver.solve(rho, g, steps=3, polish=400, return_info=True)
+    np.testing.assert_allclose(phi, ref, atol=1e-9 * np.abs(ref).max())
+    assert info.nfe == 5 and info.polish_iterations
+
+
+def test_guidance_runs_and_keeps_the_boundary(solver):
+    rho, g, _ = _data(2)
+    phi = solver.solve(rho, g, steps=3, guidance=0.1)
+    ring = POISSON.grid(N).boundary_mask
+    assert np.isfinite(phi).all() and np.array_equal(phi[:, ring], g[:, ring])
+
+
+def test_solve_dataset(solver):
+    rho, g, _ = _data(3)
+    ds = solver.solve_dataset(rho, g, steps=3)
+    assert ds["phi"].dims == ("sample", "y", "x") and ds["phi"].shape == (3, N, N)
+    np.testing.assert_allclose(ds["x"].values, np.linspace(0, 1, N))
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(rho=np.zeros((N, N + 1))), r"rho has shape \(16, 17\); expected a square"),
+        (dict(rho=np.zeros((4, 4))), r"N >= 5"),
+        (dict(rho=np.zeros((6, 6))), r"rho has shape \(6, 6\).*U-Net"),
+        (dict(rho=np.full((N, N), np.nan)), r"rho contains 256 NaN"),
+        (dict(rho=np.zeros((N, N)), g=np.zeros((N - 1, N - 1))), r"g has shape \(15, 15\); expected \(16, 16\)"),
+        (dict(rho=np.zeros((N, N)), g=np.full((N, N), np.inf)), r"g contains"),
+        (dict(rho=np.zeros((N, N)), sampler="rk4"), r"sampler='rk4'"),
+        (dict(rho=np.zeros((N, N)), steps=0), r"steps=0"),
+        (dict(rho=np.zeros((N, N)), kappa=1), r"'kappa' is not a field"),
+    ],
+)
+def test_bad_input(solver, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        solver.solve(**kwargs)
+
+
+def test_bad_checkpoints(tmp_path):
+    with pytest.raises(ValueError, match="does not exist"):
+        load_solver(tmp_path / "none.safetensors")
+    empty = save_checkpoint(tmp_path / "empty.safetensors", {"x.w": torch.zeros(1)}, {"step": 0})
+    with pytest.raises(ValueError, match="incomplete metadata"):
+        load_solver(empty)
+
+
+def test_solve_cli_check_and_plot(solver, tmp_path, repo_root):
+    ckpt = save_checkpoint(tmp_path / "m.safetensors", prefixed("ema", solver.denoiser.state_dict()),
+                           {"config": solver.config.to_dict(), "normalisation": solver.norm.to_dict(),
+                            "card": {"n": N}})
+    rho, g, _ = _data(3)
+    np.save(tmp_path / "rho.npy", rho)
+    np.savez(tmp_path / "g.npz", g=g)
+    cmd = [sys.executable, str(repo_root / "solve.py"), "--checkpoint", str(ckpt), "--rho", "rho.npy",
+           "--g", "g.npz", "--out", "phi.npy", "--steps", "3", "--check", "--plot", "p.png"]
+    out = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    for figure in ("rel_l2", "max_err", "boundary_err", "residual", "time reference"):
+        assert figure in out.stdout
+    assert np.load(tmp_path / "phi.npy").shape == (3, N, N) and (tmp_path / "p.png").stat().st_size > 1000
+    bad = subprocess.run(cmd[:4] + ["--rho", "missing.npy", "--out", "x.npy"], capture_output=True, text=True,
+                         cwd=tmp_path)
+    assert bad.returncode == 2 and "missing.npy" in bad.stderr
+    junk = tmp_path / "junk.safetensors"
+    junk.write_bytes(b"junk")
+    bad = subprocess.run([sys.executable, str(repo_root / "solve.py"), "--checkpoint", str(junk), "--rho",
+                          "rho.npy", "--out", "x.npy"], capture_output=True, text=True, cwd=tmp_path)
+    assert bad.returncode == 2 and "junk.safetensors" in bad.stderr
