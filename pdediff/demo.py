@@ -18,8 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from pdediff import metrics
-from pdediff.problems import Grid
-from pdediff.sources import BOUNDARIES, SOURCES
+from pdediff.sources import draw
 
 CASES = (  # (label, source family, boundary family); none of these samples was seen in training
     ("blobs, g = 0", "blobs", "zero"),
@@ -31,14 +30,8 @@ CASES = (  # (label, source family, boundary family); none of these samples was 
 
 def make_cases(n: int, per_case: int, seed: int):
     """Fresh fields for each case, from a seed stream that the generator's splits never use."""
-    grid = Grid(n)
-    out = []
-    for c, (label, source, boundary) in enumerate(CASES):
-        rngs = [np.random.default_rng([seed, 9_999, c, k]) for k in range(per_case)]
-        rho = SOURCES[source].sample(grid, rngs)
-        g = BOUNDARIES[boundary].sample(grid, rngs)
-        out.append((label, rho, g))
-    return out
+    return [(label, *draw(n, per_case, source=source, boundary=boundary, seed=seed, stream=9_999 + c))
+            for c, (label, source, boundary) in enumerate(CASES)]
 
 
 def gallery(path, rows, title: str) -> None:

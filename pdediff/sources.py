@@ -329,6 +329,7 @@ def get_boundary(spec: str) -> Family:
 
 __all__ = [
     "BOUNDARIES",
+    "draw",
     "SOURCES",
     "Blobs",
     "DisksRects",
@@ -342,3 +343,17 @@ __all__ = [
     "get_boundary",
     "get_source",
 ]
+
+
+def draw(n: int, count: int, *, source: str = "mixture", boundary: str = "zero", seed: int = 0,
+         stream: int = 9_999) -> tuple[np.ndarray, np.ndarray]:
+    """Draw ``count`` fresh (rho, g) pairs on an ``n x n`` grid, (count, n, n) each.
+
+    Sample k uses the generators ``(seed, stream, k, 0)`` for rho and ``(seed, stream, k, 1)`` for
+    g; the default ``stream`` is one that the dataset generator's splits never use, so the
+    draws are new samples of the family, unseen in training.
+    """
+    grid = Grid(int(n))
+    rho = get_source(source).sample(grid, [np.random.default_rng([seed, stream, k, 0]) for k in range(count)])
+    g = get_boundary(boundary).sample(grid, [np.random.default_rng([seed, stream, k, 1]) for k in range(count)])
+    return rho, g
