@@ -235,8 +235,9 @@ class Trainer:
 
             bar = tqdm(total=t.steps, initial=self.step, desc="train", unit="step", dynamic_ncols=True)
         self.model.train()
-        seen, tick = 0, time.perf_counter()
+        seen, window = 0, 0.0  # samples and seconds since the last log line
         while self.step < stop:
+            tick = time.perf_counter()
             lr = learning_rate(self.config, self.step)
             for g in self.opt.param_groups:
                 g["lr"] = lr
@@ -250,13 +251,13 @@ class Trainer:
             self._update_ema()
             self.step += 1
             seen += len(x0) * self.world
-            now = time.perf_counter()
-            self.wall += now - tick
-            if self.step % t.log_every == 0 or self.step == t.steps:
-                rate = seen / max(now - tick, 1e-9) if seen else 0.0
+            window += time.perf_counter() - tick
+            if self.step % t.log_every == 0 or self.step == stop:
+                rate = seen / max(window, 1e-9)
+                seen, window = 0, 0.0
                 record = {"step": self.step, "loss": float(loss), "grad_norm": float(grad_norm), "lr": lr,
-                          "samples_per_s": rate, "wall_time_s": self.wall}
-                if t.valid_every and (self.step % t.valid_every == 0 or self.step == t.steps) and self.rank == 0:
+                          "samples_per_s": rate, "wall_time_s": self.wall + time.perf_counter() - tick}
+                if t.valid_every and (self.step % t.valid_every == 0 or self.step == stop) and self.rank == 0:
                     record.update(self.validate())
                 self._log(record)
                 if bar is not None:
@@ -264,9 +265,9 @@ class Trainer:
                                                                    if "valid_rel_l2" in record else {}))
             if bar is not None:
                 bar.update(1)
+            self.wall += time.perf_counter() - tick  # includes validation; saved with the checkpoint
             if self.step % t.checkpoint_every == 0 or self.step == stop:
                 self.save()
-            seen, tick = 0, time.perf_counter()
         if bar is not None:
             bar.close()
         return self.ckpt_path
