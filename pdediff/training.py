@@ -24,9 +24,10 @@ from pdediff.checkpoint import group, load_checkpoint, prefixed, save_checkpoint
 from pdediff.conditioning import Normalisation, encode, encode_solution, fit_normalisation
 from pdediff.config import Config
 from pdediff.data import load_arrays, read_card
-from pdediff.losses import EDMLoss
+from pdediff.losses import EDMLoss, SDELoss
 from pdediff.model import build_denoiser
 from pdediff.problems import get_problem
+from pdediff.sdes import SDES
 
 CHECKPOINT = "checkpoint.safetensors"
 
@@ -91,6 +92,18 @@ def _checksum(module: torch.nn.Module) -> float:
     return float(sum(p.detach().double().sum() for p in module.parameters()))
 
 
+def build_loss(config: Config, sigma_data: float):
+    """``train.loss``: ``edm`` (log-normal sigma, EDM weighting) or an SDE name of
+    :data:`pdediff.sdes.SDES` (``ve``, ``vp``, ``subvp``: t ~ U[eps, T] through its marginals,
+    Song et al.'s lambda(t) = std^2 weighting), all through the same denoiser."""
+    t = config.train
+    if t.loss == "edm":
+        return EDMLoss(P_mean=t.P_mean, P_std=t.P_std, sigma_data=sigma_data)
+    if t.loss in SDES:
+        return SDELoss(SDES[t.loss](), weighting="sigma2")
+    raise ValueError(f"train.loss={t.loss!r} is unknown; expected 'edm' or one of {sorted(SDES)}")
+
+
 class Trainer:
     """One training run; see :func:`train`."""
 
@@ -130,8 +143,7 @@ class Trainer:
         self.ddp = (torch.nn.parallel.DistributedDataParallel(self.model) if self.world > 1 else self.model)
         self.opt = torch.optim.AdamW(self.model.parameters(), lr=config.train.lr,
                                      weight_decay=config.train.weight_decay)
-        self.loss_fn = EDMLoss(P_mean=config.train.P_mean, P_std=config.train.P_std,
-                               sigma_data=float(self.model.sigma_data))
+        self.loss_fn = build_loss(config, float(self.model.sigma_data))
         seed = np.random.SeedSequence([config.train.seed, self.rank]).generate_state(1, np.uint64)[0]
         self.index_gen = torch.Generator().manual_seed(int(seed) & 0x7FFF_FFFF_FFFF_FFFF)
         self.noise_gen = torch.Generator(device=self.device).manual_seed((int(seed) >> 1) + 1)

@@ -143,3 +143,32 @@ def test_solve_cli_check_and_plot(solver, tmp_path, repo_root):
     bad = subprocess.run([sys.executable, str(repo_root / "solve.py"), "--checkpoint", str(junk), "--rho",
                           "rho.npy", "--out", "x.npy"], capture_output=True, text=True, cwd=tmp_path)
     assert bad.returncode == 2 and "junk.safetensors" in bad.stderr
+
+
+class _PoissonOracle(torch.nn.Module):
+    """The oracle denoiser of the Poisson problem: whatever x and sigma, it returns the exact
+    discrete solution for the condition it is given (in the normalised units of the solver)."""
+
+    def __init__(self, solver):
+        super().__init__()
+        self.unused = torch.nn.Parameter(torch.zeros(1))
+        self.net = solver.denoiser.net
+        self.solver = solver
+
+    def forward(self, x, sigma, cond):
+        norm = self.solver.norm
+        rho = (cond[:, 0] * norm.field_rms["rho"]).double().numpy()
+        g = (cond[:, 1] * norm.solution_rms).double().numpy()
+        phi = POISSON.reference_solve(rho, g) / norm.solution_rms
+        return torch.as_tensor(phi, dtype=x.dtype)[:, None]
+
+
+@pytest.mark.parametrize("sampler, options", [
+    ("euler", {}), ("heun", {}), ("adaptive", {"rtol": 1e-5, "atol": 1e-5}), ("euler_maruyama", {}),
+    ("pc", {}), ("ald", {"n_steps_each": 2}),
+])
+def test_every_sampler_with_the_poisson_oracle_returns_the_reference(solver, sampler, options):
+    rho, g, ref = _data(3, seed=4)
+    oracle = Solver(_PoissonOracle(solver), solver.config, solver.norm, {"n": N})
+    phi = oracle.solve(rho, g, sampler=sampler, steps=6, sampler_options=options)
+    assert np.linalg.norm(phi - ref) / np.linalg.norm(ref) < 1e-5

@@ -51,6 +51,19 @@ def test_tiny_model_lowers_the_loss(tiny_dataset, tmp_path):
     assert after < 0.5 * before, (before, after)
 
 
+@pytest.mark.parametrize("loss", ["vp", "subvp", "ve"])
+def test_song_sde_losses_train_through_the_same_denoiser(tiny_dataset, tmp_path, loss):
+    c = tiny_config(tiny_dataset, steps=3, loss=loss)
+    trainer = Trainer(c, tmp_path / loss, progress=False)
+    trainer.run()
+    assert all(torch.isfinite(p).all() for p in trainer.model.parameters())
+
+
+def test_unknown_loss_is_named(tiny_dataset, tmp_path):
+    with pytest.raises(ValueError, match="train.loss='l1'"):
+        Trainer(tiny_config(tiny_dataset, loss="l1"), tmp_path / "x", progress=False)
+
+
 def test_checkpoint_round_trip_and_exact_resume(tiny_dataset, tmp_path):
     c = tiny_config(tiny_dataset, steps=20)
     full = train(c, tmp_path / "full", progress=False)
