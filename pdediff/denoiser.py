@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from pdediff.networks.layers import append_dims
+from pdediff.tensors import append_dims
 
 
 class Denoiser(nn.Module):

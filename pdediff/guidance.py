@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from pdediff.networks.layers import append_dims
+from pdediff.tensors import append_dims
 
 
 def residual_guided(denoiser, residual_fn, weight: float):

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from typing import Callable, Optional, Sequence, Union
 
 import torch
+from pdediff.tensors import append_dims  # noqa: F401  (re-exported)
 
 Generator = Union[None, torch.Generator, Sequence[torch.Generator]]
 TimeLike = Union[float, torch.Tensor]
@@ -36,20 +37,6 @@ TimeLike = Union[float, torch.Tensor]
 # --------------------------------------------------------------------------------------------
 # Helpers
 # --------------------------------------------------------------------------------------------
-
-
-def append_dims(x: torch.Tensor, target_dims: int) -> torch.Tensor:
-    """Append trailing singleton axes to ``x`` until it has ``target_dims`` axes.
-
-    Broadcasts a per-sample quantity of shape (B,) (or a 0-d tensor) against a state (B, ...).
-
-    Raises:
-        ValueError: if ``x`` already has more than ``target_dims`` axes.
-    """
-    missing = target_dims - x.ndim
-    if missing < 0:
-        raise ValueError(f"input has {x.ndim} dims but target_dims is {target_dims}, which is less")
-    return x[(...,) + (None,) * missing]
 
 
 def _draw(fn, shape, generator: Generator, device, dtype) -> torch.Tensor:

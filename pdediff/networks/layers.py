@@ -10,22 +10,9 @@ import math
 
 import torch
 from torch import nn
+from pdediff.tensors import append_dims  # noqa: F401  (re-exported)
 
 EMBEDDINGS = ("fourier", "positional")
-
-
-def append_dims(x: torch.Tensor, target_dims: int) -> torch.Tensor:
-    """Append trailing singleton axes to ``x`` until it has ``target_dims`` axes.
-
-    Used to broadcast a per-sample quantity of shape (B,) against a field (B, C, H, W).
-
-    Raises:
-        ValueError: if ``x`` already has more than ``target_dims`` axes.
-    """
-    missing = target_dims - x.ndim
-    if missing < 0:
-        raise ValueError(f"input has {x.ndim} dims but target_dims is {target_dims}, which is less")
-    return x[(...,) + (None,) * missing]
 
 
 def group_norm(channels: int, max_groups: int = 32, min_channels_per_group: int = 4) -> nn.GroupNorm:
