@@ -152,7 +152,7 @@ def timing(solver, sizes, batches, nfe: int, seed: int):
 
 
 def to_markdown(acc_rows, time_rows, savings, meta) -> str:
-    lines = [f"# Benchmark: pdediff surrogate against SciPy", "",
+    lines = ["# Benchmark: pdediff surrogate against SciPy", "",
              f"Command: `{meta['command']}`  ", f"Machine: {meta['machine']}; torch threads {meta['threads']}  ",
              f"Model: {meta['model']}", "", "## Accuracy (mean over samples)", "",
              "| case | method | NFE | rel L2 | max err | boundary err | residual | seed spread | ms/sample |",

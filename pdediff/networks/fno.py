@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from neuralop.layers.spectral_convolution import SpectralConv
 from torch import nn
 
-from pdediff.networks.layers import EMBEDDINGS, FiLM, NoiseEmbedding, check_inputs, coordinate_channels, group_norm, zero_init
+from pdediff.networks.layers import EMBEDDINGS, FiLM, NoiseEmbedding, group_norm, network_input, zero_init
 
 
 class FourierBlock(nn.Module):
@@ -143,14 +143,8 @@ class FNOScore(nn.Module):
         Returns:
             (B, 1, H, W) raw network output ``F`` (EDM eq. 7).
         """
-        check_inputs("the FNO", x, c_noise, cond, self.cond_channels)
         h, w = x.shape[-2:]
-        self.check_grid(h, w)
-
-        parts = [x] + ([cond] if self.cond_channels else [])
-        if self.add_coords:
-            parts.append(coordinate_channels(x))
-        z = self.lifting(torch.cat(parts, dim=1))
+        z = self.lifting(network_input("the FNO", self, x, c_noise, cond))
         pad_h, pad_w = math.ceil(self.domain_padding * h), math.ceil(self.domain_padding * w)
         if pad_h or pad_w:
             z = F.pad(z, (0, pad_w, 0, pad_h))

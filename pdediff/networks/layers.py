@@ -139,6 +139,18 @@ def coordinate_channels(x: torch.Tensor) -> torch.Tensor:
     return torch.stack([grid_x, grid_y]).expand(b, 2, h, w)
 
 
+def network_input(name: str, net: nn.Module, x: torch.Tensor, c_noise: torch.Tensor,
+                  cond: torch.Tensor) -> torch.Tensor:
+    """Validate a network's inputs and concatenate x, the condition and (optionally) the
+    node coordinates into one (B, C, H, W) tensor."""
+    check_inputs(name, x, c_noise, cond, net.cond_channels)
+    net.check_grid(*x.shape[-2:])
+    parts = [x] + ([cond] if net.cond_channels else [])
+    if net.add_coords:
+        parts.append(coordinate_channels(x))
+    return torch.cat(parts, dim=1)
+
+
 def check_inputs(name: str, x: torch.Tensor, c_noise: torch.Tensor, cond: torch.Tensor, cond_channels: int) -> None:
     """Validate the shapes given to a score network's ``forward``.
 

@@ -23,9 +23,8 @@ from pdediff.networks.layers import (
     EMBEDDINGS,
     FiLM,
     NoiseEmbedding,
-    check_inputs,
-    coordinate_channels,
     group_norm,
+    network_input,
     zero_init,
 )
 
@@ -238,14 +237,8 @@ class UNet(nn.Module):
         Returns:
             (B, 1, H, W) raw network output ``F`` (EDM eq. 7).
         """
-        check_inputs("the U-Net", x, c_noise, cond, self.cond_channels)
         h, w = x.shape[-2:]
-        self.check_grid(h, w)
-
-        parts = [x] + ([cond] if self.cond_channels else [])
-        if self.add_coords:
-            parts.append(coordinate_channels(x))
-        z = torch.cat(parts, dim=1)
+        z = network_input("the U-Net", self, x, c_noise, cond)
         m = self.grid_multiple
         pad_h, pad_w = -h % m, -w % m
         if pad_h or pad_w:
