@@ -81,7 +81,7 @@ def accuracy(solver, case_list, *, samplers, nfes, guidance: float, polish: int,
 
         def add(method, phi, secs, nfe, extra=None):
             rep = metrics.report(problem, phi, fields, ref)
-            rows.append({"case": name, "method": method, "nfe": nfe, "ms_per_sample": 1e3 * secs / len(rho),
+            rows.append({"case": name, "solver": method, "nfe": nfe, "ms_per_sample": 1e3 * secs / len(rho),
                          **{k: float(np.mean(v)) for k, v in rep.items()}, **(extra or {})})
 
         for sampler in samplers:
@@ -102,7 +102,7 @@ def accuracy(solver, case_list, *, samplers, nfes, guidance: float, polish: int,
         spread = runs.std(axis=0).reshape(runs.shape[1], -1).mean(axis=1) / np.abs(runs.mean(axis=0)).reshape(
             runs.shape[1], -1).mean(axis=1)
         for row in rows:
-            if row["case"] == name and row["method"] == "heun" and row["nfe"] == 2 * steps - 1:
+            if row["case"] == name and row["solver"] == "heun" and row["nfe"] == 2 * steps - 1:
                 row["seed_spread"] = float(np.mean(spread))
         _, secs = timed(problem.reference_solve, rho, g)
         add("SciPy sparse LU", ref, secs, 0)
@@ -155,11 +155,11 @@ def to_markdown(acc_rows, time_rows, savings, meta) -> str:
     lines = ["# Benchmark: pdediff surrogate against SciPy", "",
              f"Command: `{meta['command']}`  ", f"Machine: {meta['machine']}; torch threads {meta['threads']}  ",
              f"Model: {meta['model']}", "", "## Accuracy (mean over samples)", "",
-             "| case | method | NFE | rel L2 | max err | boundary err | residual | seed spread | ms/sample |",
+             "| case | solver | NFE | rel L2 | max err | boundary err | residual | seed spread | ms/sample |",
              "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for r in acc_rows:
         spread = f"{r['seed_spread']:.1e}" if "seed_spread" in r else ""
-        lines.append(f"| {r['case']} | {r['method']} | {r['nfe']} | {r['rel_l2']:.2e} | {r['max_err']:.2e} | "
+        lines.append(f"| {r['case']} | {r['solver']} | {r['nfe']} | {r['rel_l2']:.2e} | {r['max_err']:.2e} | "
                      f"{r['boundary_err']:.1e} | {r['residual']:.1e} | {spread} | {r['ms_per_sample']:.2f} |")
     lines += ["", "## Conjugate gradients to a relative residual of 1e-8", "",
               f"From the network's answer: {savings['cg_iterations_from_network']:.0f} iterations; "
@@ -192,8 +192,8 @@ def figures(acc_rows, time_rows, gallery, out: Path) -> None:
     cases_ = list(dict.fromkeys(r["case"] for r in acc_rows))
     fig, axes = plt.subplots(1, len(cases_), figsize=(4.2 * len(cases_), 3.6), constrained_layout=True, squeeze=False)
     for ax, case in zip(axes[0], cases_):
-        for sampler in sorted({r["method"] for r in acc_rows if r["case"] == case and r["method"] in ("euler", "heun")}):
-            pts = sorted((r["nfe"], r["rel_l2"]) for r in acc_rows if r["case"] == case and r["method"] == sampler)
+        for sampler in sorted({r["solver"] for r in acc_rows if r["case"] == case and r["solver"] in ("euler", "heun")}):
+            pts = sorted((r["nfe"], r["rel_l2"]) for r in acc_rows if r["case"] == case and r["solver"] == sampler)
             ax.loglog(*zip(*pts), "o-", label=sampler)
         ax.set_title(case, fontsize=10)
         ax.set_xlabel("NFE")
@@ -262,7 +262,7 @@ def main(argv=None) -> int:
                        + (f", GPU {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else ", no GPU"),
             "threads": torch.get_num_threads(), "model": args.checkpoint or "shipped default",
             "seconds": time.perf_counter() - t0}
-    save_xarray(acc, ("case", "method", "nfe"), out / "accuracy.nc")
+    save_xarray(acc, ("case", "solver", "nfe"), out / "accuracy.nc")
     save_xarray(times, ("solver", "device", "N", "batch"), out / "timing.nc")
     (out / "results.md").write_text(to_markdown(acc, times, savings, meta))
     (out / "results.json").write_text(json.dumps({"meta": meta, "accuracy": acc, "timing": times,

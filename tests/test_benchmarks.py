@@ -1,0 +1,39 @@
+"""The benchmark harness runs end to end on a tiny model and writes every output."""
+
+import json
+
+import xarray as xr
+
+from benchmarks.surrogate import main, steps_for
+from pdediff.config import Config
+from pdediff.training import train
+
+
+def test_steps_for_nfe():
+    assert [2 * steps_for("heun", n) - 1 for n in (2, 4, 8, 18, 35)] == [1, 3, 7, 17, 35]
+    assert steps_for("euler", 8) == 8
+
+
+def test_benchmark_writes_tables_netcdf_and_figures(tiny_dataset, tmp_path):
+    c = Config(name="b")
+    c.data.train = [str(tiny_dataset / "train.h5")]
+    c.data.valid = [str(tiny_dataset / "valid.h5")]
+    c.model.network_kwargs = {"model_channels": 8, "channel_mult": [1, 2], "attention_levels": []}
+    c.train.steps, c.train.batch_size, c.train.valid_every, c.train.warmup_steps = 2, 4, 0, 1
+    ckpt = train(c, tmp_path / "run", progress=False)
+    out = tmp_path / "results"
+    rc = main(["--checkpoint", str(ckpt), "--data", str(tiny_dataset / "test.h5"), "--samples", "4",
+               "--nfe", "2,4", "--sizes", "17", "--batches", "1,2", "--seeds", "2", "--polish", "4",
+               "--guidance", "0.01", "--out", str(out)])
+    assert rc == 0
+    acc = xr.open_dataset(out / "accuracy.nc")
+    assert {"rel_l2", "max_err", "boundary_err", "residual", "ms_per_sample"} <= set(acc.data_vars)
+    assert "SciPy sparse LU" in acc["solver"].values
+    assert float(acc["rel_l2"].sel(case="test split", solver="SciPy sparse LU", nfe=0)) < 1e-6
+    timing = xr.open_dataset(out / "timing.nc")
+    assert {"SciPy spsolve", "SciPy cached LU", "DST fast solver"} <= set(timing["solver"].values)
+    table = (out / "results.md").read_text()
+    assert "| test split | heun |" in table and "Time per sample" in table
+    assert json.loads((out / "results.json").read_text())["polish"]["cg_iterations_from_zero"] > 0
+    for png in ("error_vs_nfe.png", "time_vs_n.png", "gallery.png"):
+        assert (out / png).stat().st_size > 1000
