@@ -29,15 +29,18 @@ def main(argv=None) -> int:
             if args.steps < 1:
                 raise ValueError(f"--steps={args.steps}; expected an integer >= 1")
             config.train.steps = args.steps
+        from pdediff.training import CHECKPOINT, export_checkpoint, train
+
+        if args.resume and args.overwrite:
+            raise ValueError("--resume and --overwrite contradict each other; pass one")
+        config.validate()
         out = Path(args.out or Path("runs") / config.name)
-        ckpt = out / "checkpoint.safetensors"
+        ckpt = out / CHECKPOINT
         if ckpt.exists() and not (args.resume or args.overwrite):
             raise ValueError(f"--out={str(out)!r} already holds a checkpoint; pass --resume or --overwrite")
         if args.overwrite and ckpt.exists():
             ckpt.unlink()
             (out / "metrics.jsonl").unlink(missing_ok=True)
-        from pdediff.training import export_checkpoint, train
-
         path = train(config, out, resume=args.resume, progress=not args.no_progress)
         print(f"checkpoint: {path}")
         if args.export:

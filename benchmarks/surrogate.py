@@ -32,6 +32,8 @@ import scipy.sparse.linalg as spla
 import torch
 
 from pdediff import metrics
+from pdediff.atomic import atomic_path, write_text
+from pdediff.plotting import plot_rows
 from pdediff.sources import draw
 
 RESULTS = Path(__file__).parent / "results"
@@ -57,7 +59,7 @@ def cases(solver, data: str | None, samples: int, seed: int):
         out.append(("test split (fresh)", *draw(n, samples, source="blobs,grf", boundary="zero,smooth", seed=seed)))
     out.append(("point charges & dipoles", *draw(n, samples, source="point_dipoles", boundary="zero,smooth", seed=seed)))
     out.append(("disks & rectangles", *draw(n, samples, source="disks_rects", boundary="zero,smooth", seed=seed)))
-    m = 2 * (n - 1) + 1 if solver.config.model.network == "unet" else 2 * n
+    m = 2 * n
     out.append((f"N = {m} (trained at {n})", *draw(m, max(4, samples // 4), source="blobs,grf",
                                                       boundary="zero,smooth", seed=seed)))
     return [(name, rho, g, problem.reference_solve(rho, g)) for name, rho, g in out]
@@ -79,31 +81,30 @@ def accuracy(solver, case_list, *, samplers, nfes, guidance: float, polish: int,
     for name, rho, g, ref in case_list:
         fields = {"rho": rho, "g": g}
 
-        def add(method, phi, secs, nfe, extra=None):
-            rep = metrics.report(problem, phi, fields, ref)
-            rows.append({"case": name, "solver": method, "nfe": nfe, "ms_per_sample": 1e3 * secs / len(rho),
+        def add(method, phi, secs, nfe, extra=None, sub=slice(None)):
+            rep = metrics.report(problem, phi, {k: v[sub] for k, v in fields.items()}, ref[sub])
+            rows.append({"case": name, "solver": method, "nfe": nfe, "ms_per_sample": 1e3 * secs / len(phi),
                          **{k: float(np.mean(v)) for k, v in rep.items()}, **(extra or {})})
 
         for sampler in samplers:
             for nfe in nfes:
                 (phi, info), secs = timed(solver.solve, rho, g, sampler=sampler, steps=steps_for(sampler, nfe),
-                                          return_info=True)
+                                          return_info=True, any_grid=True)
                 add(f"{sampler}", phi, secs, info.nfe)
         steps = steps_for("heun", 18)
         if guidance > 0:
-            (phi, info), secs = timed(solver.solve, rho, g, steps=steps, guidance=guidance, return_info=True)
+            (phi, info), secs = timed(solver.solve, rho, g, steps=steps, guidance=guidance, return_info=True,
+                                      any_grid=True)
             add(f"heun + guidance {guidance:g}", phi, secs, info.nfe)
         for k in (polish // 4, polish) if polish else ():
-            (phi, info), secs = timed(solver.solve, rho, g, steps=steps, polish=k, return_info=True)
+            (phi, info), secs = timed(solver.solve, rho, g, steps=steps, polish=k, return_info=True, any_grid=True)
             add(f"heun + {k} CG", phi, secs, info.nfe)
         # seed-to-seed spread: relative std of phi over seeds, averaged over samples
         sub = slice(0, min(len(rho), 16))
-        runs = np.stack([solver.solve(rho[sub], g[sub], steps=steps, seed=s) for s in range(seeds)])
-        spread = runs.std(axis=0).reshape(runs.shape[1], -1).mean(axis=1) / np.abs(runs.mean(axis=0)).reshape(
-            runs.shape[1], -1).mean(axis=1)
-        for row in rows:
-            if row["case"] == name and row["solver"] == "heun" and row["nfe"] == 2 * steps - 1:
-                row["seed_spread"] = float(np.mean(spread))
+        runs = np.stack([solver.solve(rho[sub], g[sub], steps=steps, seed=s, any_grid=True) for s in range(seeds)])
+        spread = (np.linalg.norm((runs - runs.mean(axis=0)).reshape(seeds, runs.shape[1], -1), axis=2).mean(axis=0)
+                  / np.linalg.norm(runs.mean(axis=0).reshape(runs.shape[1], -1), axis=1))
+        add(f"heun, {seeds} seeds", runs[0], np.nan, 2 * steps - 1, {"seed_spread": float(np.mean(spread))}, sub)
         _, secs = timed(problem.reference_solve, rho, g)
         add("SciPy sparse LU", ref, secs, 0)
     return rows
@@ -112,7 +113,7 @@ def accuracy(solver, case_list, *, samplers, nfes, guidance: float, polish: int,
 def polish_savings(solver, rho, g, steps: int) -> dict:
     """CG iterations to a relative residual of 1e-8 from the network's answer and from zero."""
     problem = solver.problem
-    phi = solver.solve(rho, g, steps=steps)
+    phi = solver.solve(rho, g, steps=steps, any_grid=True)
     _, from_net = problem.iterative_solve(phi, rho, g, maxiter=10_000, rtol=1e-8)
     _, from_zero = problem.iterative_solve(np.zeros_like(rho), rho, g, maxiter=10_000, rtol=1e-8)
     return {"cg_iterations_from_network": float(np.mean(from_net)), "cg_iterations_from_zero": float(np.mean(from_zero))}
@@ -142,8 +143,9 @@ def timing(solver, sizes, batches, nfe: int, seed: int):
             for device in devices:
                 solver.denoiser.to(device)
                 solver.device = torch.device(device)
-                solver.solve(rho[:1], g[:1], steps=2)  # warm-up
-                _, secs = timed(solver.solve, rho, g, steps=steps_for("heun", nfe), batch_size=batch, repeat=2)
+                solver.solve(rho[:1], g[:1], steps=2, any_grid=True)  # warm-up
+                _, secs = timed(solver.solve, rho, g, steps=steps_for("heun", nfe), batch_size=batch, repeat=2,
+                                any_grid=True)
                 rows.append({"solver": f"pdediff heun {2 * steps_for('heun', nfe) - 1} NFE", "device": device,
                              "N": n, "batch": batch, "s_per_sample": secs / batch})
             solver.denoiser.to("cpu")
@@ -159,8 +161,9 @@ def to_markdown(acc_rows, time_rows, savings, meta) -> str:
              "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for r in acc_rows:
         spread = f"{r['seed_spread']:.1e}" if "seed_spread" in r else ""
+        ms = "" if np.isnan(r["ms_per_sample"]) else f"{r['ms_per_sample']:.2f}"
         lines.append(f"| {r['case']} | {r['solver']} | {r['nfe']} | {r['rel_l2']:.2e} | {r['max_err']:.2e} | "
-                     f"{r['boundary_err']:.1e} | {r['residual']:.1e} | {spread} | {r['ms_per_sample']:.2f} |")
+                     f"{r['boundary_err']:.1e} | {r['residual']:.1e} | {spread} | {ms} |")
     lines += ["", "## Conjugate gradients to a relative residual of 1e-8", "",
               f"From the network's answer: {savings['cg_iterations_from_network']:.0f} iterations; "
               f"from zero: {savings['cg_iterations_from_zero']:.0f} iterations.", "",
@@ -176,11 +179,10 @@ def save_xarray(rows, dims, path: Path) -> None:
     import xarray as xr
 
     frame = pd.DataFrame(rows).set_index(list(dims))
-    frame = frame[~frame.index.duplicated()]
-    ds = xr.Dataset.from_dataframe(frame)
-    tmp = path.with_name(path.name + ".partial")
-    ds.to_netcdf(tmp)
-    tmp.replace(path)
+    if frame.index.has_duplicates:
+        raise ValueError(f"duplicate rows for {dims}: {frame.index[frame.index.duplicated()].tolist()}")
+    with atomic_path(path, suffix=".nc") as tmp:
+        xr.Dataset.from_dataframe(frame).to_netcdf(tmp)
 
 
 def figures(acc_rows, time_rows, gallery, out: Path) -> None:
@@ -200,7 +202,8 @@ def figures(acc_rows, time_rows, gallery, out: Path) -> None:
         ax.grid(True, which="both", alpha=0.3)
     axes[0, 0].set_ylabel("relative L2 error")
     axes[0, 0].legend()
-    fig.savefig(out / "error_vs_nfe.png", dpi=100)
+    with atomic_path(out / "error_vs_nfe.png", suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=100)
     plt.close(fig)
 
     fig, ax = plt.subplots(figsize=(5.5, 4), constrained_layout=True)
@@ -213,12 +216,11 @@ def figures(acc_rows, time_rows, gallery, out: Path) -> None:
     ax.set_ylabel(f"seconds per sample (batch {big})")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
-    fig.savefig(out / "time_vs_n.png", dpi=100)
+    with atomic_path(out / "time_vs_n.png", suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=100)
     plt.close(fig)
 
-    from pdediff.demo import gallery as draw_gallery
-
-    draw_gallery(out / "gallery.png", gallery, "pdediff (Heun, 17 NFE) against SciPy")
+    plot_rows(out / "gallery.png", gallery, "pdediff (Heun, 17 NFE) against SciPy")
 
 
 def main(argv=None) -> int:
@@ -243,20 +245,26 @@ def main(argv=None) -> int:
         nfes = [int(v) for v in args.nfe.split(",")]
         sizes = [int(v) for v in args.sizes.split(",")]
         batches = [int(v) for v in args.batches.split(",")]
-        if min(nfes + sizes + batches + [args.samples]) < 1:
-            raise ValueError("--nfe, --sizes, --batches and --samples take positive integers")
-    except ValueError as exc:
+        if min(nfes + sizes + batches + [args.samples, args.seeds]) < 1 or args.polish < 0 or args.guidance < 0:
+            raise ValueError("--nfe, --sizes, --batches, --samples and --seeds take positive integers; "
+                             "--polish and --guidance non-negative numbers")
+        from pdediff.samplers import SAMPLERS
+
+        unknown = [s for s in args.samplers.split(",") if s not in SAMPLERS]
+        if unknown:
+            raise ValueError(f"--samplers has unknown {unknown}; expected some of {sorted(SAMPLERS)}")
+        case_list = cases(solver, args.data, args.samples, args.seed)
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+    except (ValueError, OSError) as exc:
         p.exit(2, f"benchmarks: error: {exc}\n")
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    case_list = cases(solver, args.data, args.samples, args.seed)
     t0 = time.perf_counter()
     acc = accuracy(solver, case_list, samplers=args.samplers.split(","), nfes=nfes, guidance=args.guidance,
                    polish=args.polish, seeds=args.seeds)
     name, rho, g, ref = case_list[0]
     savings = polish_savings(solver, rho[:16], g[:16], steps_for("heun", 18))
     times = timing(solver, sizes, batches, 18, args.seed)
-    gallery = [(c, r[0], solver.solve(r[:1], gg[:1], steps=9)[0], f[0]) for c, r, gg, f in case_list]
+    gallery = [(c, r[0], solver.solve(r[:1], gg[:1], steps=9, any_grid=True)[0], f[0]) for c, r, gg, f in case_list]
     meta = {"command": "python -m benchmarks " + " ".join(argv if argv is not None else __import__("sys").argv[1:]),
             "machine": f"{platform.processor() or platform.machine()}, {__import__('os').cpu_count()} cores"
                        + (f", GPU {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else ", no GPU"),
@@ -264,9 +272,9 @@ def main(argv=None) -> int:
             "seconds": time.perf_counter() - t0}
     save_xarray(acc, ("case", "solver", "nfe"), out / "accuracy.nc")
     save_xarray(times, ("solver", "device", "N", "batch"), out / "timing.nc")
-    (out / "results.md").write_text(to_markdown(acc, times, savings, meta))
-    (out / "results.json").write_text(json.dumps({"meta": meta, "accuracy": acc, "timing": times,
-                                                  "polish": savings}, indent=1))
+    write_text(out / "results.md", to_markdown(acc, times, savings, meta))
+    write_text(out / "results.json", json.dumps({"meta": meta, "accuracy": acc, "timing": times, "polish": savings},
+                                                indent=1))
     figures(acc, times, gallery, out)
     print((out / "results.md").read_text())
     return 0

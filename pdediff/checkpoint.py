@@ -9,13 +9,14 @@ ever executed or unpickled.
 from __future__ import annotations
 
 import json
-import os
 import struct
 from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
+
+from pdediff.atomic import atomic_path
 
 FORMAT = "pdediff-checkpoint"
 FORMAT_VERSION = 1
@@ -28,11 +29,8 @@ def save_checkpoint(path, tensors: dict[str, torch.Tensor], meta: dict) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     doc = {"format": FORMAT, "format_version": FORMAT_VERSION, **meta}
     flat = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(flat, str(tmp), metadata={META_KEY: json.dumps(doc, sort_keys=True)})
-    with open(tmp, "rb") as fh:
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        save_file(flat, str(tmp), metadata={META_KEY: json.dumps(doc, sort_keys=True)})
     return path
 
 
@@ -58,9 +56,9 @@ def read_metadata(path) -> dict:
             )
         try:
             header = json.loads(fh.read(n))
-        except (json.JSONDecodeError, UnicodeDecodeError):
+            ends = [v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"]
+        except (json.JSONDecodeError, UnicodeDecodeError, AttributeError, KeyError, TypeError, IndexError):
             raise ValueError(f"checkpoint={str(path)!r} has a corrupt safetensors header") from None
-    ends = [v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"]
     if ends and 8 + n + max(ends) > size:
         raise ValueError(
             f"checkpoint={str(path)!r} is truncated: {size} bytes, expected {8 + n + max(ends)}"
@@ -71,10 +69,17 @@ def read_metadata(path) -> dict:
             f"checkpoint={str(path)!r} is a safetensors file but not a pdediff checkpoint "
             f"(no {META_KEY!r} metadata)"
         )
-    doc = json.loads(meta)
-    if doc.get("format") != FORMAT:
-        raise ValueError(f"checkpoint={str(path)!r} has format {doc.get('format')!r}; expected {FORMAT!r}")
-    if doc.get("format_version", 0) > FORMAT_VERSION:
+    try:
+        doc = json.loads(meta)
+    except (json.JSONDecodeError, TypeError):
+        raise ValueError(f"checkpoint={str(path)!r} has corrupt {META_KEY!r} metadata (not JSON)") from None
+    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
+        found = doc.get("format") if isinstance(doc, dict) else type(doc).__name__
+        raise ValueError(f"checkpoint={str(path)!r} has format {found!r}; expected {FORMAT!r}")
+    version = doc.get("format_version", 0)
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise ValueError(f"checkpoint={str(path)!r} has format_version {version!r}; expected an integer")
+    if version > FORMAT_VERSION:
         raise ValueError(
             f"checkpoint={str(path)!r} has format_version {doc['format_version']}; this pdediff "
             f"reads up to {FORMAT_VERSION}: upgrade pdediff"

@@ -9,6 +9,8 @@ from pathlib import Path
 import numpy as np
 
 from pdediff import metrics
+from pdediff.atomic import atomic_path
+from pdediff.plotting import plot_rows
 
 
 def read_array(spec: str, default_key: str) -> np.ndarray:
@@ -41,58 +43,40 @@ def read_array(spec: str, default_key: str) -> np.ndarray:
     raise ValueError(f"{spec!r} has suffix {suffix!r}; expected .npy, .npz or .h5")
 
 
+def check_writable(argument: str, path: str, suffixes) -> None:
+    """Refuse an output path with the wrong suffix or an unwritable folder, before any work."""
+    p = Path(path)
+    if p.suffix.lower() not in suffixes:
+        raise ValueError(f"{argument}={path!r} has suffix {p.suffix!r}; expected one of {', '.join(suffixes)}")
+    folder = p.parent if str(p.parent) else Path(".")
+    if not folder.is_dir() or not os.access(folder, os.W_OK):
+        raise ValueError(f"{argument}={path!r}: folder {str(folder)!r} does not exist or is not writable")
+
+
 def write_array(path: str, name: str, arr: np.ndarray) -> None:
     """Write ``arr`` to .npy/.npz/.h5 under a temporary name, then rename."""
     p = Path(path)
     suffix = p.suffix.lower()
-    if suffix not in (".npy", ".npz", ".h5", ".hdf5"):
-        raise ValueError(f"--out={path!r} has suffix {suffix!r}; expected .npy, .npz or .h5")
-    if not p.parent.exists() or not os.access(p.parent, os.W_OK):
-        raise ValueError(f"--out={path!r}: folder {str(p.parent)!r} does not exist or is not writable")
-    tmp = p.with_name(p.name + ".partial" + suffix)
-    if suffix == ".npy":
-        np.save(tmp, arr)
-    elif suffix == ".npz":
-        np.savez(tmp, **{name: arr})
-    else:
-        import h5py
+    check_writable("--out", path, (".npy", ".npz", ".h5", ".hdf5"))
+    with atomic_path(p, suffix=suffix) as tmp:
+        if suffix == ".npy":
+            np.save(tmp, arr)
+        elif suffix == ".npz":
+            np.savez(tmp, **{name: arr})
+        else:
+            import h5py
 
-        with h5py.File(tmp, "w") as f:
-            f.create_dataset(name, data=arr)
-    os.replace(tmp, p)
-
-
-def plot_solution(path, rho, phi, ref, *, title: str = "") -> None:
-    """Four panels: source, network solution, reference solution, error."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 4, figsize=(16, 3.8), constrained_layout=True)
-    panels = [(rho, "rho (source)", "RdBu_r"), (phi, "phi (pdediff)", "viridis"),
-              (ref, "phi (reference)", "viridis"), (phi - ref, "error", "RdBu_r")]
-    for ax, (a, name, cmap) in zip(axes, panels):
-        sym = cmap == "RdBu_r"
-        vmax = float(np.abs(a).max()) or 1.0
-        im = ax.imshow(a, origin="lower", extent=(0, 1, 0, 1), cmap=cmap,
-                       vmin=-vmax if sym else None, vmax=vmax if sym else None)
-        ax.set_title(name)
-        ax.set_xlabel("x")
-        fig.colorbar(im, ax=ax, shrink=0.85)
-    axes[0].set_ylabel("y")
-    if title:
-        fig.suptitle(title)
-    tmp = Path(str(path) + ".partial.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    os.replace(tmp, path)
+            with h5py.File(tmp, "w") as f:
+                f.create_dataset(name, data=arr)
 
 
 def solve_main(args) -> int:
     """solve.py: load, solve, write, and optionally check and plot."""
     import pdediff
 
+    check_writable("--out", args.out, (".npy", ".npz", ".h5", ".hdf5"))
+    if args.plot:
+        check_writable("--plot", args.plot, (".png",))
     solver = pdediff.load_solver(args.checkpoint, device=args.device)
     problem = solver.problem
     first, *others = problem.condition_fields
@@ -125,7 +109,7 @@ def solve_main(args) -> int:
         if args.plot:
             pick = (lambda a: a[0]) if phi.ndim == 3 else (lambda a: a)
             err = metrics.relative_l2(pick(phi), pick(ref))[0]
-            plot_solution(args.plot, pick(full[first]), pick(phi), pick(ref),
-                          title=f"relative L2 error {err:.2e}")
+            plot_rows(args.plot, [("", pick(full[first]), pick(phi), pick(ref))],
+                      title=f"first sample: relative L2 error {err:.2e}")
             print(f"plot: {args.plot}")
     return 0

@@ -80,15 +80,23 @@ def _sign_weight(n: int, device, dtype) -> torch.Tensor:
 
 
 def sample_scale(problem: Problem, norm: Normalisation, fields: dict[str, torch.Tensor]) -> torch.Tensor:
-    """Signed per-sample scale ``s`` (shape (B,)), homogeneous of degree one in the fields."""
+    """Signed per-sample scale ``s`` (shape (B,)), homogeneous of degree one in the fields.
+
+    The sign is that of a fixed positive weighting of the fields, or, where that vanishes, of
+    the first nonzero value: either flips with the fields, so ``s(c f) = c s(f)`` for any c.
+    """
     names = problem.condition_fields
     ref = fields[names[0]]
     if not problem.linear:
         return torch.ones(ref.shape[0], device=ref.device, dtype=ref.dtype)
+    n = ref.shape[-1]
     ms = sum(_mean_square(problem, k, fields[k]) / norm.field_rms[k] ** 2 for k in names)
-    w = _sign_weight(ref.shape[-1], ref.device, ref.dtype)
-    t = sum((fields[k] * w * _support(problem, k, ref.shape[-1], ref.device)).sum(dim=(-2, -1)) for k in names)
-    sign = torch.where(t < 0, -1.0, 1.0).to(ref.dtype)
+    w = _sign_weight(n, ref.device, ref.dtype)
+    acting = [(fields[k] * _support(problem, k, n, ref.device)).flatten(1) for k in names]
+    t = sum((f * w.flatten()).sum(dim=1) for f in acting)
+    flat = torch.cat(acting, dim=1)
+    first = flat.gather(1, (flat != 0).to(torch.uint8).argmax(dim=1, keepdim=True))[:, 0]
+    sign = torch.where(t != 0, t.sign(), torch.where(first < 0, -1.0, 1.0)).to(ref.dtype)
     return sign * ms.sqrt()
 
 
@@ -108,12 +116,23 @@ def encode(problem: Problem, norm: Normalisation, fields: dict[str, torch.Tensor
     channels = []
     for name in problem.condition_fields:
         f = fields[name] * _support(problem, name, n, fields[name].device)
-        unit = norm.solution_rms if name == problem.dirichlet_field else norm.field_rms[name]
+        unit = _unit(problem, norm, name)
         channels.append(f / (div * unit) if problem.linear else f / unit)
     if problem.dirichlet_field is not None:
         ring = torch.tensor(boundary_mask(n), device=channels[0].device, dtype=channels[0].dtype)
         channels.append(ring.expand_as(channels[0]))
     return torch.stack(channels, dim=1), s
+
+
+def decode_fields(problem: Problem, norm: Normalisation, cond: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The condition fields of ``cond`` in the units of a sample with scale 1 (inverse of
+    :func:`encode` up to the per-sample scale)."""
+    return {name: cond[:, i] * _unit(problem, norm, name) for i, name in enumerate(problem.condition_fields)}
+
+
+def _unit(problem: Problem, norm: Normalisation, name: str) -> float:
+    # Dirichlet data share the solution's units, so the denoiser can copy them onto the ring
+    return norm.solution_rms if name == problem.dirichlet_field else norm.field_rms[name]
 
 
 def encode_solution(norm: Normalisation, solution: torch.Tensor, s: torch.Tensor) -> torch.Tensor:

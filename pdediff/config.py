@@ -72,6 +72,33 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     notes: dict[str, Any] = field(default_factory=dict)
 
+    def validate(self) -> "Config":
+        """Raise ``ValueError`` naming the first setting that cannot work."""
+        t, m = self.train, self.model
+        positive = {"train.steps": t.steps, "train.batch_size": t.batch_size, "train.log_every": t.log_every,
+                    "train.checkpoint_every": t.checkpoint_every, "train.valid_samples": t.valid_samples,
+                    "train.valid_steps": t.valid_steps, "data.stats_samples": self.data.stats_samples}
+        for name, value in positive.items():
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{name}={value!r} is invalid; expected an integer >= 1")
+        for name, value in {"train.warmup_steps": t.warmup_steps, "train.valid_every": t.valid_every}.items():
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise ValueError(f"{name}={value!r} is invalid; expected an integer >= 0")
+        numbers = {"train.lr": t.lr, "train.grad_clip": t.grad_clip, "model.sigma_min": m.sigma_min,
+                   "model.sigma_max": m.sigma_max, "train.P_std": t.P_std}
+        for name, value in numbers.items():
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or not value > 0:
+                raise ValueError(f"{name}={value!r} is invalid; expected a number > 0")
+        if not m.sigma_min < m.sigma_max:
+            raise ValueError(f"model.sigma_min={m.sigma_min} must be below model.sigma_max={m.sigma_max}")
+        if not 0 <= t.ema_decay < 1:
+            raise ValueError(f"train.ema_decay={t.ema_decay!r} is invalid; expected 0 <= decay < 1")
+        if t.lr_decay not in ("cosine", "constant"):
+            raise ValueError(f"train.lr_decay={t.lr_decay!r} is invalid; expected 'cosine' or 'constant'")
+        if not self.data.train:
+            raise ValueError("data.train is empty; expected at least one training file")
+        return self
+
     # ------------------------------------------------------------ conversions
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

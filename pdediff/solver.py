@@ -15,13 +15,14 @@ import numpy as np
 import torch
 
 from pdediff.checkpoint import group, load_checkpoint
-from pdediff.conditioning import Normalisation, decode_solution, encode
+from pdediff.conditioning import Normalisation, decode_fields, decode_solution, encode
 from pdediff.config import Config
 from pdediff.guidance import residual_guided
 from pdediff.model import build_denoiser
 from pdediff.problems import as_field, get_problem
 from pdediff.problems.base import boundary_mask
 from pdediff.samplers import SAMPLERS, get_sigmas_karras
+from pdediff.sdes import randn
 
 DEFAULT_MODEL = Path(__file__).parent / "models" / "default.safetensors"
 
@@ -35,14 +36,14 @@ class SolveInfo:
     polish_iterations: list[int] = field(default_factory=list)
 
 
-def _sample_noise(shape, seed: int, first_index: int, count: int, device, dtype) -> torch.Tensor:
-    """Standard normal noise, one generator per sample, so results do not depend on batching."""
-    out = torch.empty((count, *shape), dtype=dtype)
+def _generators(seed: int, first_index: int, count: int, stream: int) -> list[torch.Generator]:
+    """One CPU generator per sample, seeded from (seed, sample index, stream), so that results
+    do not depend on batching. Stream 0 draws the initial noise, stream 1 the sampler's noise."""
+    out = []
     for k in range(count):
-        state = np.random.SeedSequence([int(seed), first_index + k]).generate_state(1, np.uint64)[0]
-        gen = torch.Generator().manual_seed(int(state) & 0x7FFF_FFFF_FFFF_FFFF)
-        out[k] = torch.randn(shape, generator=gen, dtype=dtype)
-    return out.to(device)
+        state = np.random.SeedSequence([int(seed), first_index + k, stream]).generate_state(1, np.uint64)[0]
+        out.append(torch.Generator().manual_seed(int(state) & 0x7FFF_FFFF_FFFF_FFFF))
+    return out
 
 
 class Solver:
@@ -73,7 +74,7 @@ class Solver:
         n = self.card.get("n", self.card.get("N"))
         return int(n) if n is not None else None
 
-    def _fields(self, args, kwargs) -> dict[str, np.ndarray]:
+    def _fields(self, args, kwargs, any_grid: bool = False) -> dict[str, np.ndarray]:
         names = self.problem.condition_fields
         if len(args) > len(names):
             raise ValueError(f"got {len(args)} positional fields; expected at most {len(names)} ({', '.join(names)})")
@@ -100,13 +101,19 @@ class Solver:
             self.denoiser.net.check_grid(n, n)
         except ValueError as exc:
             raise ValueError(f"{first} has shape {out[first].shape}: {exc}") from None
+        trained = self.grid_size
+        if trained and n != trained and not (any_grid or getattr(self.denoiser.net, "resolution_free", False)):
+            raise ValueError(
+                f"{first} has shape {out[first].shape}; this {self.config.model.network} model was trained on "
+                f"({trained}, {trained}) node grids and is not resolution-free (pass any_grid=True to try anyway)"
+            )
         return out
 
     # ---------------------------------------------------------------- solving
     def solve(self, *fields, sampler: str = "heun", steps: int = 10, seed: int = 0,
               batch_size: int = 64, guidance: float = 0.0, polish: int = 0,
               sampler_options: dict | None = None, progress: bool = False,
-              return_info: bool = False, **named):
+              return_info: bool = False, any_grid: bool = False, **named):
         """Solve for the fields of one sample (N, N) or a batch (B, N, N).
 
         Args:
@@ -122,6 +129,8 @@ class Solver:
             sampler_options: extra keyword arguments for the sampler.
             progress: show a progress bar over batches.
             return_info: also return a :class:`SolveInfo`.
+            any_grid: allow a grid other than the training one for a network that is not
+                resolution-free (the U-Net); accuracy is then not what the model card says.
 
         Returns:
             phi as a float64 NumPy array of the shape of the first field; exactly equal to the
@@ -132,9 +141,11 @@ class Solver:
         for name, value, low in (("steps", steps, 1), ("batch_size", batch_size, 1), ("polish", polish, 0)):
             if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < low:
                 raise ValueError(f"{name}={value!r} is invalid; expected an integer >= {low}")
-        if not np.isfinite(guidance) or guidance < 0:
+        if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or seed < 0:
+            raise ValueError(f"seed={seed!r} is invalid; expected an integer >= 0")
+        if not isinstance(guidance, (int, float, np.number)) or not np.isfinite(guidance) or guidance < 0:
             raise ValueError(f"guidance={guidance!r} is invalid; expected a finite weight >= 0")
-        arrays = self._fields(fields, named)
+        arrays = self._fields(fields, named, any_grid)
         first = self.problem.condition_fields[0]
         single = arrays[first].ndim == 2
         batch = {k: (v[None] if single else v) for k, v in arrays.items()}
@@ -158,10 +169,14 @@ class Solver:
             stop = min(start + batch_size, count)
             chunk = {k: torch.as_tensor(v[start:stop], dtype=self.dtype, device=self.device) for k, v in batch.items()}
             cond, s = encode(self.problem, self.norm, chunk)
-            x = _sample_noise((1, n, n), seed, start, stop - start, self.device, self.dtype) * sigmas[0]
-            gen = torch.Generator(device=self.device).manual_seed(int(seed) * 1_000_003 + start)
+            count_b = stop - start
+            x = randn((count_b, 1, n, n), _generators(seed, start, count_b, 0), self.device, self.dtype) * sigmas[0]
+            gens = _generators(seed, start, count_b, 1)
             with torch.no_grad():
-                x, nfe = step(denoiser, x, sigmas, cond, generator=gen, **(sampler_options or {}))
+                try:
+                    x, nfe = step(denoiser, x, sigmas, cond, generator=gens, **(sampler_options or {}))
+                except TypeError as exc:
+                    raise ValueError(f"sampler_options={sampler_options!r} do not fit sampler {sampler!r}: {exc}") from None
             info.nfe = max(info.nfe, int(nfe))
             out[start:stop] = decode_solution(self.norm, x, s).double().cpu().numpy()
         if self.problem.dirichlet_field is not None:
@@ -177,32 +192,25 @@ class Solver:
 
     def _normalised_residual(self, x0, cond):
         """PDE residual of a normalised denoised estimate, in units of the scaled condition."""
-        names = list(self.problem.condition_fields)
-        fields = {}
-        for i, name in enumerate(names):
-            unit = self.norm.solution_rms if name == self.problem.dirichlet_field else self.norm.field_rms[name]
-            fields[name] = cond[:, i] * unit
+        fields = decode_fields(self.problem, self.norm, cond)
         phi = x0[:, 0] * self.norm.solution_rms
-        return self.problem.residual_terms(phi, *(fields[k] for k in names))
+        return self.problem.residual_terms(phi, *(fields[k] for k in self.problem.condition_fields))
 
     def solve_dataset(self, *fields, **kwargs):
         """Like :meth:`solve` for a batch, returned as an ``xarray.Dataset`` (sample, y, x)."""
         import xarray as xr
 
-        solve_kw = {k: kwargs.pop(k) for k in list(kwargs) if k not in self.problem.condition_fields}
-        arrays = self._fields(fields, kwargs)
-        first = self.problem.condition_fields[0]
-        batch = {k: (v[None] if v.ndim == 2 else v) for k, v in arrays.items()}
-        phi = self.solve(**batch, **solve_kw)
+        names = self.problem.condition_fields
+        given = {**dict(zip(names, fields)), **{k: kwargs.pop(k) for k in list(kwargs) if k in names}}
+        phi = self.solve(**given, **kwargs)
+        phi = phi[None] if phi.ndim == 2 else phi
         grid = self.problem.grid(phi.shape[-1])
         dims = ("sample", "y", "x")
-        data = {k: (dims, v) for k, v in batch.items()}
+        data = {k: (dims, np.broadcast_to(np.asarray(v, dtype=np.float64), phi.shape)) for k, v in given.items()
+                if v is not None}
         data[self.problem.solution_field] = (dims, phi)
-        return xr.Dataset(
-            data,
-            coords={"sample": np.arange(phi.shape[0]), "y": grid.y, "x": grid.x},
-            attrs={"problem": self.problem.name, "N": grid.n, "h": grid.h, "source_field": first},
-        )
+        return xr.Dataset(data, coords={"sample": np.arange(phi.shape[0]), "y": grid.y, "x": grid.x},
+                          attrs={"problem": self.problem.name, "N": grid.n, "h": grid.h})
 
     # ---------------------------------------------------------------- loading
     @classmethod
@@ -227,6 +235,10 @@ class Solver:
 
 def load_solver(path=None, *, device="cpu") -> Solver:
     """Load a :class:`Solver` from a checkpoint (``None``: the model shipped with pdediff)."""
+    try:
+        torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"device={device!r} is not a torch device; expected e.g. 'cpu' or 'cuda'") from None
     if path is None:
         if not DEFAULT_MODEL.is_file():
             raise ValueError(

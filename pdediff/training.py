@@ -19,7 +19,8 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from pdediff import __version__
+from pdediff import __version__, metrics
+from pdediff.atomic import write_text
 from pdediff.checkpoint import group, load_checkpoint, prefixed, save_checkpoint
 from pdediff.conditioning import Normalisation, encode, encode_solution, fit_normalisation
 from pdediff.config import Config
@@ -108,6 +109,7 @@ class Trainer:
     """One training run; see :func:`train`."""
 
     def __init__(self, config: Config, out_dir, *, resume: bool = False, progress: bool = True):
+        config.validate()
         self.config = config
         self.out = Path(out_dir)
         self.rank, self.world = _distributed()
@@ -154,6 +156,10 @@ class Trainer:
 
     # ------------------------------------------------------------------ state
     def _restore(self, tensors: dict, meta: dict) -> None:
+        world = int(meta.get("run", {}).get("world_size", 1))
+        if world != self.world:
+            raise ValueError(f"{self.ckpt_path} was written by {world} process(es); resume it with "
+                             f"{world}, not {self.world}")
         self.model.load_state_dict(group(tensors, "model"))
         self.ema.load_state_dict(group(tensors, "ema"))
         _load_optimizer(self.opt, group(tensors, "optim"), meta["optimizer"])
@@ -161,6 +167,10 @@ class Trainer:
         self.noise_gen.set_state(tensors[f"rng.noise.{self.rank}"].to(self.noise_gen.get_state().device))
         self.step = int(meta["step"])
         self.wall = float(meta.get("run", {}).get("wall_time_s", 0.0))
+        log = self.out / "metrics.jsonl"
+        if self.rank == 0 and log.is_file():  # forget what was logged after the checkpoint
+            kept = [line for line in log.read_text().splitlines() if json.loads(line).get("step", 0) <= self.step]
+            write_text(log, "".join(line + "\n" for line in kept))
 
     def _gather_rng(self, name: str, gen: torch.Generator) -> dict:
         local = gen.get_state().cpu()
@@ -227,11 +237,9 @@ class Trainer:
         solver = Solver(self.ema, self.config, self.norm, self.card, device=self.device)
         names = self.problem.condition_fields
         phi = solver.solve(*(arrays[k] for k in names), steps=t.valid_steps, batch_size=64)
-        self.ema.requires_grad_(False)
-        ref = arrays[self.problem.solution_field].astype(np.float64)
-        rel = np.linalg.norm((phi - ref).reshape(len(ref), -1), axis=1) / np.maximum(
-            np.linalg.norm(ref.reshape(len(ref), -1), axis=1), 1e-30)
-        return {"valid_rel_l2": float(np.mean(rel)), "valid_rel_l2_median": float(np.median(rel))}
+        rep = metrics.report(self.problem, phi, arrays, arrays[self.problem.solution_field])
+        return {"valid_rel_l2": float(np.mean(rep["rel_l2"])), "valid_rel_l2_median": float(np.median(rep["rel_l2"])),
+                **({"valid_boundary_err": float(np.max(rep["boundary_err"]))} if "boundary_err" in rep else {})}
 
     def run(self, until: int | None = None) -> Path:
         """Train to ``config.train.steps`` (or stop early at step ``until``, checkpointing there,
@@ -240,7 +248,7 @@ class Trainer:
         stop = t.steps if until is None else min(int(until), t.steps)
         if self.rank == 0:
             self.out.mkdir(parents=True, exist_ok=True)
-            (self.out / "config.yaml").write_text(self.config.to_yaml())
+            write_text(self.out / "config.yaml", self.config.to_yaml())
         bar = None
         if self.progress:
             from tqdm.auto import tqdm
@@ -264,17 +272,19 @@ class Trainer:
             self.step += 1
             seen += len(x0) * self.world
             window += time.perf_counter() - tick
+            record = {}
             if self.step % t.log_every == 0 or self.step == stop:
-                rate = seen / max(window, 1e-9)
-                seen, window = 0, 0.0
                 record = {"step": self.step, "loss": float(loss), "grad_norm": float(grad_norm), "lr": lr,
-                          "samples_per_s": rate, "wall_time_s": self.wall + time.perf_counter() - tick}
-                if t.valid_every and (self.step % t.valid_every == 0 or self.step == stop) and self.rank == 0:
-                    record.update(self.validate())
+                          "samples_per_s": seen / max(window, 1e-9),
+                          "wall_time_s": self.wall + time.perf_counter() - tick}
+                seen, window = 0, 0.0
+            if t.valid_every and (self.step % t.valid_every == 0 or self.step == stop) and self.rank == 0:
+                record = {"step": self.step, **record, **self.validate()}
+            if record:
                 self._log(record)
                 if bar is not None:
-                    bar.set_postfix(loss=f"{float(loss):.4f}", **({"val": f"{record['valid_rel_l2']:.4f}"}
-                                                                   if "valid_rel_l2" in record else {}))
+                    shown = {"loss": "loss", "samples_per_s": "samples/s", "valid_rel_l2": "val"}
+                    bar.set_postfix({label: f"{record[k]:.4g}" for k, label in shown.items() if k in record})
             if bar is not None:
                 bar.update(1)
             self.wall += time.perf_counter() - tick  # includes validation; saved with the checkpoint

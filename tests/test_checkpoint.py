@@ -35,3 +35,25 @@ def test_bad_checkpoints_are_refused(tmp_path):
     cut.write_bytes(data[: len(data) - 100])
     with pytest.raises(ValueError, match="truncated"):
         load_checkpoint(cut)
+
+
+def test_malformed_headers_and_metadata_get_value_errors(tmp_path):
+    import json
+    import struct
+
+    def raw(header) -> bytes:
+        text = json.dumps(header).encode()
+        return struct.pack("<Q", len(text)) + text
+
+    cases = {
+        "list": [1, 2],
+        "meta_not_json": {"__metadata__": {"pdediff": "{not json"}},
+        "meta_list": {"__metadata__": {"pdediff": "[1]"}},
+        "bad_version": {"__metadata__": {"pdediff": json.dumps({"format": "pdediff-checkpoint", "format_version": "x"})}},
+        "future": {"__metadata__": {"pdediff": json.dumps({"format": "pdediff-checkpoint", "format_version": 99})}},
+    }
+    for name, header in cases.items():
+        f = tmp_path / f"{name}.safetensors"
+        f.write_bytes(raw(header))
+        with pytest.raises(ValueError, match=name + r"\.safetensors"):
+            read_metadata(f)

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from pdediff.conditioning import (channel_names, decode_solution, dirichlet_channels, encode,
+from pdediff.conditioning import (channel_names, decode_solution, dirichlet_channels, encode, sample_scale,
                                   encode_solution, fit_normalisation)
 from pdediff.problems import PROBLEMS
 
@@ -66,3 +66,14 @@ def test_normalisation_puts_the_data_at_unit_scale():
     x0 = encode_solution(norm, t["phi"], s)
     assert abs(float(x0.pow(2).mean().sqrt()) - 1.0) < 1e-9
     assert 0.1 < norm.sigma_data <= 1.0 + 1e-9
+
+
+def test_sign_is_odd_even_when_the_weighted_sum_vanishes():
+    arrays = _fields()
+    norm = fit_normalisation(POISSON, arrays)
+    g = torch.zeros(1, 5, 5, dtype=torch.float64)
+    g[0, 0, 2], g[0, 1, 0] = 1.0, -1.0  # weights 1 + x + 2y: 1.5 and 1.5 -> the weighted sum is 0
+    fields = {"rho": torch.zeros_like(g), "g": g}
+    s = sample_scale(POISSON, norm, fields)
+    s_neg = sample_scale(POISSON, norm, {k: -v for k, v in fields.items()})
+    assert float(s) != 0 and float(s_neg) == -float(s)

@@ -20,13 +20,16 @@ def build_network(name: str, cond_channels: int, **kwargs) -> nn.Module:
     """Build the network registered as ``name`` in :data:`NETWORKS`.
 
     Raises:
-        ValueError: if ``name`` is not registered.
+        ValueError: if ``name`` is not registered or ``kwargs`` do not fit its constructor.
     """
     try:
         cls = NETWORKS[name]
-    except KeyError:
+    except (KeyError, TypeError):
         raise ValueError(f"network {name!r} is not known; choose one of {sorted(NETWORKS)}") from None
-    return cls(cond_channels, **kwargs)
+    try:
+        return cls(cond_channels, **kwargs)
+    except TypeError as exc:
+        raise ValueError(f"network_kwargs={kwargs!r} do not fit network {name!r}: {exc}") from None
 
 
 __all__ = ["NETWORKS", "FNOScore", "UNet", "build_network"]

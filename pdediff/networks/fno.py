@@ -74,6 +74,7 @@ class FNOScore(nn.Module):
 
     #: Smallest accepted side: below this there is hardly a spectrum to speak of.
     min_grid_size = 4
+    resolution_free = True  # spectral weights act on physical modes: any grid, same weights
 
     def __init__(
         self,

@@ -125,6 +125,10 @@ class UNet(nn.Module):
         ValueError: on an invalid configuration.
     """
 
+    # 3x3 kernels act in grid units, so a model trained at one N has learnt the operator at
+    # that h only: other grids run, but the solver refuses them unless asked (any_grid=True).
+    resolution_free = False
+
     def __init__(
         self,
         cond_channels: int,

@@ -205,5 +205,6 @@ def _cg(a, b, x0, maxiter: int, rtol: float):
 
     if maxiter <= 0:
         return x0, 0
-    x, _ = spla.cg(a, b, x0=x0, rtol=rtol, atol=0.0, maxiter=int(maxiter), callback=tick)
+    # atol = tiny, not 0: an exact start has a zero residual, and SciPy's step would be 0/0
+    x, _ = spla.cg(a, b, x0=x0, rtol=rtol, atol=np.finfo(float).tiny, maxiter=int(maxiter), callback=tick)
     return x, count[0]
