@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from pdediff.checkpoint import group, load_checkpoint
-from pdediff.conditioning import Normalisation, decode_fields, decode_solution, encode
+from pdediff.conditioning import Normalisation, decode_fields, decode_solution, dirichlet_channels, encode
 from pdediff.config import Config
 from pdediff.guidance import residual_guided
 from pdediff.model import build_denoiser
@@ -124,7 +124,8 @@ class Solver:
             steps: number of noise levels of the Karras schedule.
             seed: noise seed; sample k of a call uses the stream (seed, k) whatever the batching.
             batch_size: samples per network batch.
-            guidance: weight of residual guidance on the denoised estimate (0: off).
+            guidance: residual guidance on the denoised estimate, as a fraction in [0, 1] of the
+                optimal steepest-descent step (0: off); see :mod:`pdediff.guidance`.
             polish: conjugate-gradient iterations started from the network's answer (0: off).
             sampler_options: extra keyword arguments for the sampler.
             progress: show a progress bar over batches.
@@ -143,8 +144,8 @@ class Solver:
                 raise ValueError(f"{name}={value!r} is invalid; expected an integer >= {low}")
         if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or seed < 0:
             raise ValueError(f"seed={seed!r} is invalid; expected an integer >= 0")
-        if not isinstance(guidance, (int, float, np.number)) or not np.isfinite(guidance) or guidance < 0:
-            raise ValueError(f"guidance={guidance!r} is invalid; expected a finite weight >= 0")
+        if not isinstance(guidance, (int, float, np.number)) or not 0 <= guidance <= 1:
+            raise ValueError(f"guidance={guidance!r} is invalid; expected a weight in [0, 1]")
         arrays = self._fields(fields, named, any_grid)
         first = self.problem.condition_fields[0]
         single = arrays[first].ndim == 2
@@ -153,7 +154,8 @@ class Solver:
 
         denoiser = self.denoiser
         if guidance > 0:
-            denoiser = residual_guided(self.denoiser, self._normalised_residual, guidance)
+            _, mask_channel = dirichlet_channels(self.problem)
+            denoiser = residual_guided(self.denoiser, self._normalised_residual, guidance, mask_channel)
         sigmas = get_sigmas_karras(steps, self.config.model.sigma_min, self.config.model.sigma_max,
                                    device=self.device).to(self.dtype)
         step = SAMPLERS[sampler]
