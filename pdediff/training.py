@@ -29,6 +29,7 @@ from pdediff.losses import EDMLoss, SDELoss
 from pdediff.model import build_denoiser
 from pdediff.problems import get_problem
 from pdediff.sdes import SDES
+from pdediff.solver import Solver
 
 CHECKPOINT = "checkpoint.safetensors"
 
@@ -230,8 +231,6 @@ class Trainer:
 
     def validate(self) -> dict:
         """Relative L2 and boundary error of the EMA model on the validation split (PF-ODE, Heun)."""
-        from pdediff.solver import Solver
-
         t = self.config.train
         arrays = load_arrays(self.config.data.valid, limit=t.valid_samples)
         solver = Solver(self.ema, self.config, self.norm, self.card, device=self.device)
