@@ -44,7 +44,7 @@ def main(argv=None) -> int:
         path = train(config, out, resume=args.resume, progress=not args.no_progress)
         print(f"checkpoint: {path}")
         if args.export:
-            print(f"exported: {export_checkpoint(path, args.export, half=args.half)}")
+            print(f"exported: {export_checkpoint(path, args.export, half=args.half, config=config)}")
     except ValueError as exc:
         p.exit(2, f"train.py: error: {exc}\n")
     return 0

@@ -35,6 +35,8 @@ class ModelConfig:
     sigma_min: float = 0.002
     sigma_max: float = 80.0
     sigma_data: float | None = None  # None: measured from the training data
+    sampler: str = "heun"  # the solver's default sampler and noise levels for this model
+    steps: int = 10
 
 
 @dataclass
@@ -75,7 +77,7 @@ class Config:
     def validate(self) -> "Config":
         """Raise ``ValueError`` naming the first setting that cannot work."""
         t, m = self.train, self.model
-        positive = {"train.steps": t.steps, "train.batch_size": t.batch_size, "train.log_every": t.log_every,
+        positive = {"model.steps": m.steps, "train.steps": t.steps, "train.batch_size": t.batch_size, "train.log_every": t.log_every,
                     "train.checkpoint_every": t.checkpoint_every, "train.valid_samples": t.valid_samples,
                     "train.valid_steps": t.valid_steps, "data.stats_samples": self.data.stats_samples}
         for name, value in positive.items():

@@ -33,24 +33,28 @@ def make_cases(n: int, per_case: int, seed: int):
             for c, (label, source, boundary) in enumerate(CASES)]
 
 
-def run(checkpoint=None, *, per_case: int = 4, steps: int = 10, polish: int = 20, seed: int = 2026,
-        png: str = "demo.png") -> list[dict]:
+def run(checkpoint=None, *, per_case: int = 4, sampler: str | None = None, steps: int | None = None,
+        polish: int = 20, seed: int = 2026, png: str = "demo.png") -> list[dict]:
     """Solve the demo cases; print the comparison table; write the gallery. Returns the rows."""
     import scipy.sparse.linalg as spla
 
     import pdediff
 
     solver = pdediff.load_solver(checkpoint)
+    sampler = sampler or solver.config.model.sampler
+    steps = steps or solver.config.model.steps
     problem = solver.problem
     n = solver.grid_size or 64
     names = problem.condition_fields
     print(f"model: {checkpoint or 'shipped default'} ({solver.config.model.network}, trained at N = {n}); "
-          f"{per_case} new samples per case; pdediff = probability-flow ODE, Heun, {steps} noise levels")
+          f"{per_case} new samples per case; pdediff = probability-flow ODE, {sampler}, {steps} noise levels")
     rows, pictures = [], []
     header = f"{'case':<32}{'solver':<24}{'rel L2':>10}{'max err':>10}{'bdry err':>10}{'residual':>10}{'ms/sample':>11}"
     print(header)
     print("-" * len(header))
-    solver.solve(*make_cases(n, 1, seed)[0][1:], steps=2)  # warm-up: first-call costs are not the method's
+    warm = make_cases(n, 1, seed)[0][1:]  # warm-up: first-call costs (factorisation, kernels) are not per sample
+    solver.solve(*warm, sampler=sampler, steps=steps)
+    problem.reference_solve(*warm)
     for label, *values in make_cases(n, per_case, seed):
         fields = dict(zip(names, values))
         t0 = time.perf_counter()
@@ -61,7 +65,7 @@ def run(checkpoint=None, *, per_case: int = 4, steps: int = 10, polish: int = 20
         ref = problem.reference_solve(*values)  # SciPy sparse LU, factorisation cached per N
         t_ref = time.perf_counter() - t0
         results = [("SciPy spsolve", ref, t_spsolve), ("SciPy LU, cached", ref, t_ref)]
-        phi, info = solver.solve(*values, steps=steps, return_info=True)
+        phi, info = solver.solve(*values, sampler=sampler, steps=steps, return_info=True)
         results.append((f"pdediff ({info.nfe} NFE)", phi, info.seconds))
         if polish:
             t0 = time.perf_counter()
@@ -75,7 +79,7 @@ def run(checkpoint=None, *, per_case: int = 4, steps: int = 10, polish: int = 20
             print(f"{label:<32}{method:<24}{row['rel_l2']:>10.2e}{row['max_err']:>10.2e}"
                   f"{row['boundary_err']:>10.2e}{row['residual']:>10.2e}{row['ms_per_sample']:>11.2f}")
         pictures.append((label, values[0][0], phi[0], ref[0]))
-    plot_rows(png, pictures, f"pdediff vs SciPy, N = {n}, Heun {2 * steps - 1} NFE (no polish)")
+    plot_rows(png, pictures, f"pdediff vs SciPy, N = {n}, {sampler} with {steps} noise levels (no polish)")
     print("rel L2 / max err: against SciPy's exact discrete solution; bdry err: max |phi - g| on the ring "
           "/ max |phi|; residual: ||b - A phi|| / ||b||")
     print(f"picture: {png}")
@@ -100,7 +104,8 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--checkpoint", help="model checkpoint (default: the shipped model)")
     p.add_argument("--per-case", type=int, default=4)
-    p.add_argument("--steps", type=int, default=10)
+    p.add_argument("--sampler", help="sampler (default: the model's own)")
+    p.add_argument("--steps", type=int, help="noise levels (default: the model's own)")
     p.add_argument("--polish", type=int, default=20)
     p.add_argument("--png", default="demo.png")
     args = p.parse_args(argv)
@@ -110,7 +115,8 @@ def main(argv=None) -> int:
         if args.checkpoint is None and not DEFAULT_MODEL.is_file():
             generate_only()
             return 0
-        run(args.checkpoint, per_case=args.per_case, steps=args.steps, polish=args.polish, png=args.png)
+        run(args.checkpoint, per_case=args.per_case, sampler=args.sampler, steps=args.steps, polish=args.polish,
+            png=args.png)
     except ValueError as exc:
         p.exit(2, f"demo: error: {exc}\n")
     return 0

@@ -110,7 +110,7 @@ class Solver:
         return out
 
     # ---------------------------------------------------------------- solving
-    def solve(self, *fields, sampler: str = "heun", steps: int = 10, seed: int = 0,
+    def solve(self, *fields, sampler: str | None = None, steps: int | None = None, seed: int = 0,
               batch_size: int = 64, guidance: float = 0.0, polish: int = 0,
               sampler_options: dict | None = None, progress: bool = False,
               return_info: bool = False, any_grid: bool = False, **named):
@@ -120,8 +120,10 @@ class Solver:
             *fields, **named: the problem's condition fields in order or by name (Poisson:
                 ``rho`` and optional Dirichlet data ``g``, zero by default).
             sampler: a key of :data:`pdediff.samplers.SAMPLERS` (``heun``: the probability-flow
-                ODE, EDM Algorithm 1; ``2 * steps - 1`` denoiser evaluations).
-            steps: number of noise levels of the Karras schedule.
+                ODE, EDM Algorithm 1, ``2 * steps - 1`` denoiser evaluations; ``euler``: ``steps``).
+                None: the model's own default (``config.model.sampler``), the setting measured
+                best for it.
+            steps: number of noise levels of the Karras schedule (None: ``config.model.steps``).
             seed: noise seed; sample k of a call uses the stream (seed, k) whatever the batching.
             batch_size: samples per network batch.
             guidance: residual guidance on the denoised estimate, as a fraction in [0, 1] of the
@@ -137,6 +139,8 @@ class Solver:
             phi as a float64 NumPy array of the shape of the first field; exactly equal to the
             Dirichlet data on the boundary ring.
         """
+        sampler = self.config.model.sampler if sampler is None else sampler
+        steps = self.config.model.steps if steps is None else steps
         if sampler not in SAMPLERS:
             raise ValueError(f"sampler={sampler!r} is unknown; expected one of {sorted(SAMPLERS)}")
         for name, value, low in (("steps", steps, 1), ("batch_size", batch_size, 1), ("polish", polish, 0)):

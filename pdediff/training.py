@@ -303,9 +303,16 @@ def train(config: Config, out_dir, *, resume: bool = False, progress: bool = Tru
     return Trainer(config, out_dir, resume=resume, progress=progress).run(until=until)
 
 
-def export_checkpoint(src, dst, *, half: bool = False) -> Path:
-    """Keep only the EMA weights and metadata of a checkpoint (optionally as float16)."""
+def export_checkpoint(src, dst, *, half: bool = False, config: Config | None = None) -> Path:
+    """Keep only the EMA weights and metadata of a checkpoint (optionally as float16).
+
+    With ``config``, its sampling defaults (``model.sampler``, ``model.steps``) and notes
+    replace the trained ones: they are chosen after training, by measurement.
+    """
     tensors, meta = load_checkpoint(src)
+    if config is not None:
+        meta["config"]["model"].update(sampler=config.model.sampler, steps=config.model.steps)
+        meta["config"]["notes"] = config.notes
     ema = group(tensors, "ema")
     if half:
         ema = {k: (v.half() if v.is_floating_point() else v) for k, v in ema.items()}
