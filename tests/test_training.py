@@ -1,6 +1,7 @@
 """Training: the loss falls, checkpoints round-trip bit for bit, resume is exact, DDP stays in sync."""
 
 import os
+import socket
 import subprocess
 import sys
 
@@ -114,10 +115,14 @@ def test_ddp_two_cpu_processes_stay_in_sync(tiny_dataset, tmp_path, repo_root):
     cfg = tmp_path / "c.yaml"
     cfg.write_text(c.to_yaml())
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
+    with socket.socket() as sock:  # a free port, so that parallel or repeated runs do not collide
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+           "--master_port", str(port),
            str(repo_root / "train.py"), "--config", str(cfg), "--out", str(tmp_path / "ddp"), "--no-progress"]
     out = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300)
-    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.returncode == 0, (out.stdout[-2000:], out.stderr[-3000:])
     tensors, meta = load_checkpoint(tmp_path / "ddp" / "checkpoint.safetensors")
     assert meta["run"]["world_size"] == 2 and meta["run"]["ranks_in_sync"] is True
     assert {"rng.index.0", "rng.index.1"} <= set(tensors)
