@@ -65,6 +65,15 @@ def cases(solver, data: str | None, samples: int, seed: int):
     return [(name, rho, g, problem.reference_solve(rho, g)) for name, rho, g in out]
 
 
+def settings(solver):
+    """(label, sampler, steps) to measure in depth: Heun at 17 NFE and the model's own default."""
+    out = [("heun", "heun", steps_for("heun", 18))]
+    m = solver.config.model
+    if (m.sampler, m.steps) != ("heun", steps_for("heun", 18)):
+        out.append((f"{m.sampler}/{m.steps} (model default)", m.sampler, m.steps))
+    return out
+
+
 def timed(fn, *args, repeat: int = 1, **kw):
     best, out = np.inf, None
     for _ in range(repeat):
@@ -91,35 +100,40 @@ def accuracy(solver, case_list, *, samplers, nfes, guidance: float, polish: int,
                 (phi, info), secs = timed(solver.solve, rho, g, sampler=sampler, steps=steps_for(sampler, nfe),
                                           return_info=True, any_grid=True)
                 add(f"{sampler}", phi, secs, info.nfe)
-        steps = steps_for("heun", 18)
-        if guidance > 0:
-            (phi, info), secs = timed(solver.solve, rho, g, steps=steps, guidance=guidance, return_info=True,
-                                      any_grid=True)
-            add(f"heun + guidance {guidance:g}", phi, secs, info.nfe)
-        for k in (polish // 4, polish) if polish else ():
-            (phi, info), secs = timed(solver.solve, rho, g, steps=steps, polish=k, return_info=True, any_grid=True)
-            add(f"heun + {k} CG", phi, secs, info.nfe)
-        # seed-to-seed spread: relative std of phi over seeds, averaged over samples
-        sub = slice(0, min(len(rho), 16))
-        runs = np.stack([solver.solve(rho[sub], g[sub], steps=steps, seed=s, any_grid=True) for s in range(seeds)])
-        spread = (np.linalg.norm((runs - runs.mean(axis=0)).reshape(seeds, runs.shape[1], -1), axis=2).mean(axis=0)
-                  / np.linalg.norm(runs.mean(axis=0).reshape(runs.shape[1], -1), axis=1))
-        add(f"heun, {seeds} seeds", runs[0], np.nan, 2 * steps - 1, {"seed_spread": float(np.mean(spread))}, sub)
+        for label, sampler, steps in settings(solver):
+            kw = dict(sampler=sampler, steps=steps, return_info=True, any_grid=True)
+            if guidance > 0:
+                (phi, info), secs = timed(solver.solve, rho, g, guidance=guidance, **kw)
+                add(f"{label} + guidance {guidance:g}", phi, secs, info.nfe)
+            for k in (polish // 4, polish) if polish else ():
+                (phi, info), secs = timed(solver.solve, rho, g, polish=k, **kw)
+                add(f"{label} + {k} CG", phi, secs, info.nfe)
+            # seed-to-seed spread: ||phi_seed - mean|| / ||mean||, averaged over seeds and samples
+            sub = slice(0, min(len(rho), 16))
+            runs = np.stack([solver.solve(rho[sub], g[sub], sampler=sampler, steps=steps, seed=s, any_grid=True)
+                             for s in range(seeds)])
+            spread = (np.linalg.norm((runs - runs.mean(axis=0)).reshape(seeds, runs.shape[1], -1), axis=2).mean(axis=0)
+                      / np.linalg.norm(runs.mean(axis=0).reshape(runs.shape[1], -1), axis=1))
+            nfe = 2 * steps - 1 if sampler == "heun" else steps
+            add(f"{label}, {seeds} seeds", runs[0], np.nan, nfe, {"seed_spread": float(np.mean(spread))}, sub)
         _, secs = timed(problem.reference_solve, rho, g)
         add("SciPy sparse LU", ref, secs, 0)
     return rows
 
 
-def polish_savings(solver, rho, g, steps: int) -> dict:
+def polish_savings(solver, rho, g) -> dict:
     """CG iterations to a relative residual of 1e-8 from the network's answer and from zero."""
     problem = solver.problem
-    phi = solver.solve(rho, g, steps=steps, any_grid=True)
-    _, from_net = problem.iterative_solve(phi, rho, g, maxiter=10_000, rtol=1e-8)
     _, from_zero = problem.iterative_solve(np.zeros_like(rho), rho, g, maxiter=10_000, rtol=1e-8)
-    return {"cg_iterations_from_network": float(np.mean(from_net)), "cg_iterations_from_zero": float(np.mean(from_zero))}
+    out = {"cg_iterations_from_zero": float(np.mean(from_zero))}
+    for label, sampler, steps in settings(solver):
+        phi = solver.solve(rho, g, sampler=sampler, steps=steps, any_grid=True)
+        _, from_net = problem.iterative_solve(phi, rho, g, maxiter=10_000, rtol=1e-8)
+        out[f"cg_iterations_from_network ({label})"] = float(np.mean(from_net))
+    return out
 
 
-def timing(solver, sizes, batches, nfe: int, seed: int):
+def timing(solver, sizes, batches, seed: int):
     """Seconds per sample of every solver against N and batch size."""
     problem = solver.problem
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
@@ -138,16 +152,18 @@ def timing(solver, sizes, batches, nfe: int, seed: int):
             for name, fn in (("SciPy spsolve", spsolve_each),
                              ("SciPy cached LU", lambda: problem.reference_solve(rho, g)),
                              ("DST fast solver", lambda: problem.fast_solve(rho, g))):
-                _, secs = timed(fn, repeat=2)
+                _, secs = timed(fn, repeat=2 if n <= 128 else 1)
                 rows.append({"solver": name, "device": "cpu", "N": n, "batch": batch, "s_per_sample": secs / batch})
             for device in devices:
                 solver.denoiser.to(device)
                 solver.device = torch.device(device)
-                solver.solve(rho[:1], g[:1], steps=2, any_grid=True)  # warm-up
-                _, secs = timed(solver.solve, rho, g, steps=steps_for("heun", nfe), batch_size=batch, repeat=2,
-                                any_grid=True)
-                rows.append({"solver": f"pdediff heun {2 * steps_for('heun', nfe) - 1} NFE", "device": device,
-                             "N": n, "batch": batch, "s_per_sample": secs / batch})
+                for label, sampler, steps in settings(solver):
+                    kw = dict(sampler=sampler, steps=steps, any_grid=True)
+                    solver.solve(rho[:1], g[:1], **kw)  # warm-up
+                    _, secs = timed(solver.solve, rho, g, batch_size=batch, repeat=2 if n <= 128 else 1, **kw)
+                    nfe_used = 2 * steps - 1 if sampler == "heun" else steps
+                    rows.append({"solver": f"pdediff {label}, {nfe_used} NFE", "device": device,
+                                 "N": n, "batch": batch, "s_per_sample": secs / batch})
             solver.denoiser.to("cpu")
             solver.device = torch.device("cpu")
     return rows
@@ -165,8 +181,8 @@ def to_markdown(acc_rows, time_rows, savings, meta) -> str:
         lines.append(f"| {r['case']} | {r['solver']} | {r['nfe']} | {r['rel_l2']:.2e} | {r['max_err']:.2e} | "
                      f"{r['boundary_err']:.1e} | {r['residual']:.1e} | {spread} | {ms} |")
     lines += ["", "## Conjugate gradients to a relative residual of 1e-8", "",
-              f"From the network's answer: {savings['cg_iterations_from_network']:.0f} iterations; "
-              f"from zero: {savings['cg_iterations_from_zero']:.0f} iterations.", "",
+              "; ".join(f"{k.replace('cg_iterations_', '').replace('_', ' ')}: {v:.0f} iterations"
+                        for k, v in savings.items()) + ".", "",
               "## Time per sample [ms]", "", "| solver | device | N | batch | ms/sample |",
               "| --- | --- | ---: | ---: | ---: |"]
     for r in time_rows:
@@ -220,7 +236,7 @@ def figures(acc_rows, time_rows, gallery, out: Path) -> None:
         fig.savefig(tmp, dpi=100)
     plt.close(fig)
 
-    plot_rows(out / "gallery.png", gallery, "pdediff (Heun, 17 NFE) against SciPy")
+    plot_rows(out / "gallery.png", gallery, "pdediff (the model's default sampling) against SciPy")
 
 
 def main(argv=None) -> int:
@@ -262,9 +278,9 @@ def main(argv=None) -> int:
     acc = accuracy(solver, case_list, samplers=args.samplers.split(","), nfes=nfes, guidance=args.guidance,
                    polish=args.polish, seeds=args.seeds)
     name, rho, g, ref = case_list[0]
-    savings = polish_savings(solver, rho[:16], g[:16], steps_for("heun", 18))
-    times = timing(solver, sizes, batches, 18, args.seed)
-    gallery = [(c, r[0], solver.solve(r[:1], gg[:1], steps=9, any_grid=True)[0], f[0]) for c, r, gg, f in case_list]
+    savings = polish_savings(solver, rho[:16], g[:16])
+    times = timing(solver, sizes, batches, args.seed)
+    gallery = [(c, r[0], solver.solve(r[:1], gg[:1], any_grid=True)[0], f[0]) for c, r, gg, f in case_list]
     meta = {"command": "python -m benchmarks " + " ".join(argv if argv is not None else __import__("sys").argv[1:]),
             "machine": f"{platform.processor() or platform.machine()}, {__import__('os').cpu_count()} cores"
                        + (f", GPU {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else ", no GPU"),
