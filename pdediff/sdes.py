@@ -248,10 +248,20 @@ class VESDE(SDE):
 
 
 class _BetaSchedule:
-    """Linear beta(t) = beta_min + t (beta_max - beta_min) and its integral (DDPM continuum)."""
+    """Linear beta(t) = beta_min + t (beta_max - beta_min) and its integral (DDPM continuum),
+    shared by the VP and sub-VP SDEs: both have T = 1, a unit prior and scale exp(-B/2)."""
 
     beta_min: float
     beta_max: float
+
+    T = 1.0
+
+    @property
+    def prior_std(self) -> float:
+        return 1.0
+
+    def scale(self, t: TimeLike) -> torch.Tensor:
+        return torch.exp(-0.5 * self.int_beta(_as_time(t)))
 
     def beta(self, t: torch.Tensor) -> torch.Tensor:
         return self.beta_min + t * (self.beta_max - self.beta_min)
@@ -280,17 +290,8 @@ class VPSDE(_BetaSchedule, SDE):
     beta_max: float = 20.0
     eps: float = 1e-5
 
-    T = 1.0
-
-    @property
-    def prior_std(self) -> float:
-        return 1.0
-
     def sigma(self, t: TimeLike) -> torch.Tensor:
         return torch.sqrt(torch.expm1(self.int_beta(_as_time(t))))
-
-    def scale(self, t: TimeLike) -> torch.Tensor:
-        return torch.exp(-0.5 * self.int_beta(_as_time(t)))
 
     def t_of_sigma(self, sigma: TimeLike) -> torch.Tensor:
         return self.t_of_int_beta(torch.log1p(_as_time(sigma) ** 2))
@@ -315,17 +316,8 @@ class SubVPSDE(_BetaSchedule, SDE):
     beta_max: float = 20.0
     eps: float = 1e-5
 
-    T = 1.0
-
-    @property
-    def prior_std(self) -> float:
-        return 1.0
-
     def sigma(self, t: TimeLike) -> torch.Tensor:
         return 2 * torch.sinh(0.5 * self.int_beta(_as_time(t)))
-
-    def scale(self, t: TimeLike) -> torch.Tensor:
-        return torch.exp(-0.5 * self.int_beta(_as_time(t)))
 
     def t_of_sigma(self, sigma: TimeLike) -> torch.Tensor:
         return self.t_of_int_beta(2 * torch.asinh(0.5 * _as_time(sigma)))

@@ -25,7 +25,7 @@ from pdediff.checkpoint import group, load_checkpoint, prefixed, save_checkpoint
 from pdediff.conditioning import Normalisation, encode, encode_solution, fit_normalisation
 from pdediff.config import Config
 from pdediff.data import load_arrays, read_card
-from pdediff.losses import EDMLoss, SDELoss
+from pdediff.losses import LOSSES
 from pdediff.model import build_denoiser
 from pdediff.problems import get_problem
 from pdediff.sdes import SDES
@@ -100,9 +100,9 @@ def build_loss(config: Config, sigma_data: float):
     Song et al.'s lambda(t) = std^2 weighting), all through the same denoiser."""
     t = config.train
     if t.loss == "edm":
-        return EDMLoss(P_mean=t.P_mean, P_std=t.P_std, sigma_data=sigma_data)
+        return LOSSES["edm"](P_mean=t.P_mean, P_std=t.P_std, sigma_data=sigma_data)
     if t.loss in SDES:
-        return SDELoss(SDES[t.loss](), weighting="sigma2")
+        return LOSSES["sde"](SDES[t.loss](), weighting="sigma2")
     raise ValueError(f"train.loss={t.loss!r} is unknown; expected 'edm' or one of {sorted(SDES)}")
 
 
