@@ -35,6 +35,7 @@ class ModelConfig:
     sigma_min: float = 0.002
     sigma_max: float = 80.0
     sigma_data: float | None = None  # None: measured from the training data
+    precond: str = "edm"  # a key of pdediff.denoiser.PRECONDITIONINGS ("edm", "x0")
     sampler: str = "heun"  # the solver's default sampler and noise levels for this model
     steps: int = 10
 
@@ -95,6 +96,8 @@ class Config:
             raise ValueError(f"model.sigma_min={m.sigma_min} must be below model.sigma_max={m.sigma_max}")
         if not 0 <= t.ema_decay < 1:
             raise ValueError(f"train.ema_decay={t.ema_decay!r} is invalid; expected 0 <= decay < 1")
+        if m.precond not in ("edm", "x0"):  # pdediff.denoiser.PRECONDITIONINGS (kept import-free here)
+            raise ValueError(f"model.precond={m.precond!r} is invalid; expected 'edm' or 'x0'")
         if t.lr_decay not in ("cosine", "constant"):
             raise ValueError(f"train.lr_decay={t.lr_decay!r} is invalid; expected 'cosine' or 'constant'")
         if not self.data.train:

@@ -1,10 +1,20 @@
-"""EDM preconditioning around a score network (Karras et al. 2022, arXiv:2206.00364, Table 1).
+"""Preconditioning around a score network (Karras et al. 2022, arXiv:2206.00364, Table 1).
 
     D(x; sigma, cond) = c_skip(sigma) x + c_out(sigma) F(c_in(sigma) x, c_noise(sigma), cond)
 
-with ``c_skip = sigma_data^2 / (sigma^2 + sigma_data^2)``, ``c_out = sigma sigma_data /
-sqrt(sigma^2 + sigma_data^2)``, ``c_in = 1 / sqrt(sigma^2 + sigma_data^2)`` and ``c_noise =
-log(sigma) / 4``. Optionally the Dirichlet boundary values are imposed exactly on D.
+:data:`PRECONDITIONINGS` holds the coefficient families, each a function
+``(sigma, sigma_data) -> (c_skip, c_out, c_in, c_noise)``:
+
+* ``edm``: EDM's, ``c_skip = sigma_data^2 / (sigma^2 + sigma_data^2)``, ``c_out = sigma
+  sigma_data / sqrt(sigma^2 + sigma_data^2)``, ``c_in = 1 / sqrt(sigma^2 + sigma_data^2)``,
+  ``c_noise = log(sigma) / 4``. Right for broad data distributions (images).
+* ``x0``: ``c_skip = 0``, ``c_out = sigma_data``, the same ``c_in`` and ``c_noise``: the network
+  predicts the clean field directly. Right for a spike posterior (a well-posed PDE): there the
+  exact denoiser D = phi* does not depend on x at any sigma, which ``x0`` expresses by ignoring
+  x, whereas ``edm`` must cancel ``c_skip x`` exactly, and every imperfection of that
+  cancellation is noise that reaches the answer (seed-to-seed spread).
+
+Optionally the Dirichlet boundary values are imposed exactly on D.
 """
 
 from __future__ import annotations
@@ -13,6 +23,22 @@ import torch
 from torch import nn
 
 from pdediff.tensors import append_dims
+
+
+def edm_coefficients(sigma: torch.Tensor, sigma_data: torch.Tensor):
+    """EDM's ``(c_skip, c_out, c_in, c_noise)`` (Karras et al. Table 1)."""
+    total = sigma**2 + sigma_data**2
+    return sigma_data**2 / total, sigma * sigma_data / total.sqrt(), total.rsqrt(), sigma.log() / 4
+
+
+def x0_coefficients(sigma: torch.Tensor, sigma_data: torch.Tensor):
+    """Clean-field prediction: ``c_skip = 0``, ``c_out = sigma_data``; ``c_in``, ``c_noise`` as EDM."""
+    total = sigma**2 + sigma_data**2
+    return torch.zeros_like(sigma), sigma_data.expand_as(sigma), total.rsqrt(), sigma.log() / 4
+
+
+#: Preconditioning families by name (``model.precond``).
+PRECONDITIONINGS = {"edm": edm_coefficients, "x0": x0_coefficients}
 
 
 class Denoiser(nn.Module):
@@ -27,15 +53,19 @@ class Denoiser(nn.Module):
             ring, 0 inside). With both indices set, ``D = mask * g + (1 - mask) * D``, so the
             denoised field equals ``g`` on the ring exactly and the network only has to learn
             the interior.
+        precond: a key of :data:`PRECONDITIONINGS`.
 
     Raises:
-        ValueError: if only one of ``dirichlet_channel`` and ``mask_channel`` is given, or
-            ``sigma_data`` is not positive.
+        ValueError: if only one of ``dirichlet_channel`` and ``mask_channel`` is given,
+            ``sigma_data`` is not positive or ``precond`` is unknown.
     """
 
     def __init__(self, net: nn.Module, sigma_data: float = 0.5, dirichlet_channel: int | None = None,
-                 mask_channel: int | None = None):
+                 mask_channel: int | None = None, precond: str = "edm"):
         super().__init__()
+        if precond not in PRECONDITIONINGS:
+            raise ValueError(f"precond={precond!r} is unknown; expected one of {sorted(PRECONDITIONINGS)}")
+        self.precond = precond
         if (dirichlet_channel is None) != (mask_channel is None):
             raise ValueError(
                 f"dirichlet_channel={dirichlet_channel} and mask_channel={mask_channel}: give both "
@@ -61,18 +91,12 @@ class Denoiser(nn.Module):
         return sigma
 
     def preconditioning(self, sigma: torch.Tensor):
-        """Return ``(c_skip, c_out, c_in, c_noise)`` for noise levels ``sigma`` (EDM Table 1).
+        """Return ``(c_skip, c_out, c_in, c_noise)`` for noise levels ``sigma`` (``self.precond``).
 
         Args:
             sigma: tensor of noise levels (> 0), any shape; the results have the same shape.
         """
-        sigma_data = self.sigma_data.to(sigma.dtype)
-        total = sigma**2 + sigma_data**2
-        c_skip = sigma_data**2 / total
-        c_out = sigma * sigma_data / total.sqrt()
-        c_in = total.rsqrt()
-        c_noise = sigma.log() / 4
-        return c_skip, c_out, c_in, c_noise
+        return PRECONDITIONINGS[self.precond](sigma, self.sigma_data.to(sigma.dtype))
 
     def forward(self, x: torch.Tensor, sigma, cond: torch.Tensor | None = None) -> torch.Tensor:
         """Denoise ``x``: the model's estimate of E[phi | x, sigma, cond] (EDM eq. 7).

@@ -30,18 +30,25 @@ class EDMLoss:
     ``sigma ~ exp(P_mean + P_std N(0, 1))``, ``n ~ N(0, sigma^2 I)``, and
 
         loss = lambda(sigma) * mean_pixels (D(x0 + n, sigma, cond) - x0)^2,
-        lambda(sigma) = (sigma^2 + sigma_data^2) / (sigma sigma_data)^2,
+        lambda(sigma) = 1 / c_out(sigma)^2,
 
-    i.e. the paper's per-sample loss divided by the number of elements per sample.
+    i.e. the paper's per-sample loss divided by the number of elements per sample. With EDM's
+    preconditioning (``precond="edm"``) lambda = (sigma^2 + sigma_data^2) / (sigma sigma_data)^2,
+    the paper's; with ``"x0"`` it is 1 / sigma_data^2. Either way the network's own target has
+    unit weight at every sigma.
     """
 
     P_mean: float = -1.2
     P_std: float = 1.2
     sigma_data: float = 0.5
+    precond: str = "edm"
 
     def weight(self, sigma: torch.Tensor) -> torch.Tensor:
-        """lambda(sigma) (Karras et al. Table 1), which makes the effective training target unit-variance."""
-        return (sigma**2 + self.sigma_data**2) / (sigma * self.sigma_data) ** 2
+        """lambda(sigma) = 1 / c_out(sigma)^2, which makes the effective training target unit-variance."""
+        from pdediff.denoiser import PRECONDITIONINGS
+
+        _, c_out, _, _ = PRECONDITIONINGS[self.precond](sigma, torch.as_tensor(self.sigma_data, dtype=sigma.dtype))
+        return c_out.pow(-2)
 
     def __call__(
         self, denoiser: Denoiser, x0: torch.Tensor, cond=None, *, generator: Generator = None

@@ -10,7 +10,7 @@ from pdediff.problems import Problem
 
 
 def build_denoiser(config: Config, problem: Problem, norm: Normalisation) -> Denoiser:
-    """The network named in ``config`` wrapped in EDM preconditioning with hard Dirichlet data."""
+    """The network named in ``config`` wrapped in its preconditioning (``model.precond``) with hard Dirichlet data."""
     net = build_network(
         config.model.network,
         cond_channels=len(channel_names(problem)),
@@ -18,4 +18,5 @@ def build_denoiser(config: Config, problem: Problem, norm: Normalisation) -> Den
     )
     sigma_data = config.model.sigma_data if config.model.sigma_data is not None else norm.sigma_data
     dirichlet, mask = dirichlet_channels(problem)
-    return Denoiser(net, sigma_data=float(sigma_data), dirichlet_channel=dirichlet, mask_channel=mask)
+    return Denoiser(net, sigma_data=float(sigma_data), dirichlet_channel=dirichlet, mask_channel=mask,
+                    precond=config.model.precond)

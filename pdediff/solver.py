@@ -21,6 +21,7 @@ from pdediff.guidance import residual_guided
 from pdediff.model import build_denoiser
 from pdediff.problems import as_field, get_problem
 from pdediff.problems.base import boundary_mask
+from pdediff.regrid import prolong, restrict, transfer_ring
 from pdediff.samplers import SAMPLERS, get_sigmas_karras
 from pdediff.sdes import randn
 
@@ -105,15 +106,16 @@ class Solver:
         if trained and n != trained and not (any_grid or getattr(self.denoiser.net, "resolution_free", False)):
             raise ValueError(
                 f"{first} has shape {out[first].shape}; this {self.config.model.network} model was trained on "
-                f"({trained}, {trained}) node grids and is not resolution-free (pass any_grid=True to try anyway)"
+                f"({trained}, {trained}) node grids and is not resolution-free (pass resample=True to solve on "
+                f"its grid and interpolate, or any_grid=True to run it on this grid anyway)"
             )
         return out
 
     # ---------------------------------------------------------------- solving
     def solve(self, *fields, sampler: str | None = None, steps: int | None = None, seed: int = 0,
-              batch_size: int = 64, guidance: float = 0.0, polish: int = 0,
+              batch_size: int = 64, guidance: float = 0.0, polish: int = 0, polish_method: str = "amg",
               sampler_options: dict | None = None, progress: bool = False,
-              return_info: bool = False, any_grid: bool = False, **named):
+              return_info: bool = False, any_grid: bool = False, resample: bool = False, **named):
         """Solve for the fields of one sample (N, N) or a batch (B, N, N).
 
         Args:
@@ -128,12 +130,20 @@ class Solver:
             batch_size: samples per network batch.
             guidance: residual guidance on the denoised estimate, as a fraction in [0, 1] of the
                 optimal steepest-descent step (0: off); see :mod:`pdediff.guidance`.
-            polish: conjugate-gradient iterations started from the network's answer (0: off).
+            polish: iterations of a classical solver started from the network's answer (0: off).
+            polish_method: the classical solver, a key of the problem's ``ITERATIVE``
+                (Poisson: ``"amg"``, conjugate gradients preconditioned by algebraic multigrid;
+                ``"cg"``, plain conjugate gradients).
             sampler_options: extra keyword arguments for the sampler.
             progress: show a progress bar over batches.
             return_info: also return a :class:`SolveInfo`.
             any_grid: allow a grid other than the training one for a network that is not
                 resolution-free (the U-Net); accuracy is then not what the model card says.
+            resample: on a grid other than the training one, run the network on its training
+                grid and interpolate (:mod:`pdediff.regrid`): sources are low-pass restricted,
+                Dirichlet data transferred edge by edge, and phi prolonged by a bicubic spline,
+                then set to g on the ring. The solution operator smooths, so the coarse answer
+                loses little; ``polish`` then acts on the requested grid.
 
         Returns:
             phi as a float64 NumPy array of the shape of the first field; exactly equal to the
@@ -150,11 +160,17 @@ class Solver:
             raise ValueError(f"seed={seed!r} is invalid; expected an integer >= 0")
         if not isinstance(guidance, (int, float, np.number)) or not 0 <= guidance <= 1:
             raise ValueError(f"guidance={guidance!r} is invalid; expected a weight in [0, 1]")
-        arrays = self._fields(fields, named, any_grid)
+        if polish and polish_method not in self.problem.iterative_methods:
+            raise ValueError(f"polish_method={polish_method!r} is unknown; expected one of "
+                             f"{sorted(self.problem.iterative_methods)}")
+        arrays = self._fields(fields, named, any_grid or resample)
         first = self.problem.condition_fields[0]
         single = arrays[first].ndim == 2
         batch = {k: (v[None] if single else v) for k, v in arrays.items()}
         count, n = batch[first].shape[0], batch[first].shape[-1]
+        m = self.grid_size if resample and self.grid_size and self.grid_size != n else n
+        net_batch = batch if m == n else {
+            k: (transfer_ring(v, m) if k == self.problem.dirichlet_field else restrict(v, m)) for k, v in batch.items()}
 
         denoiser = self.denoiser
         if guidance > 0:
@@ -164,7 +180,7 @@ class Solver:
                                    device=self.device).to(self.dtype)
         step = SAMPLERS[sampler]
         info = SolveInfo()
-        out = np.empty_like(batch[first])
+        out = np.empty((count, m, m))
         starts = range(0, count, batch_size)
         if progress:
             from tqdm.auto import tqdm
@@ -173,10 +189,10 @@ class Solver:
         t0 = time.perf_counter()
         for start in starts:
             stop = min(start + batch_size, count)
-            chunk = {k: torch.as_tensor(v[start:stop], dtype=self.dtype, device=self.device) for k, v in batch.items()}
+            chunk = {k: torch.as_tensor(v[start:stop], dtype=self.dtype, device=self.device) for k, v in net_batch.items()}
             cond, s = encode(self.problem, self.norm, chunk)
             count_b = stop - start
-            x = randn((count_b, 1, n, n), _generators(seed, start, count_b, 0), self.device, self.dtype) * sigmas[0]
+            x = randn((count_b, 1, m, m), _generators(seed, start, count_b, 0), self.device, self.dtype) * sigmas[0]
             gens = _generators(seed, start, count_b, 1)
             with torch.no_grad():
                 try:
@@ -185,12 +201,14 @@ class Solver:
                     raise ValueError(f"sampler_options={sampler_options!r} do not fit sampler {sampler!r}: {exc}") from None
             info.nfe = max(info.nfe, int(nfe))
             out[start:stop] = decode_solution(self.norm, x, s).double().cpu().numpy()
+        if m != n:
+            out = prolong(out, n)
         if self.problem.dirichlet_field is not None:
             ring = boundary_mask(n)
             out[:, ring] = batch[self.problem.dirichlet_field][:, ring]
         if polish > 0:
             out, iters = self.problem.iterative_solve(out, *(batch[k] for k in self.problem.condition_fields),
-                                                      maxiter=polish, rtol=0.0)
+                                                      maxiter=polish, rtol=0.0, method=polish_method)
             info.polish_iterations = [int(i) for i in np.atleast_1d(iters)]
         info.seconds = time.perf_counter() - t0
         phi = out[0] if single else out

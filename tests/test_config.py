@@ -32,3 +32,18 @@ def test_missing_config_file(tmp_path):
     bad.write_text("train: [1, 2")
     with pytest.raises(ValueError, match="not valid YAML"):
         Config.load(bad)
+
+
+@pytest.mark.parametrize("section, key, value, match", [
+    ("model", "precond", "v", r"model.precond='v' is invalid; expected 'edm' or 'x0'"),
+    ("model", "sigma_min", 100.0, r"model.sigma_min=100.0 must be below model.sigma_max"),
+    ("model", "steps", 0, r"model.steps=0 is invalid"),
+    ("train", "ema_decay", 1.0, r"train.ema_decay=1.0 is invalid"),
+    ("train", "lr_decay", "step", r"train.lr_decay='step' is invalid"),
+    ("train", "lr", -1.0, r"train.lr=-1.0 is invalid"),
+])
+def test_validate_names_the_bad_setting(section, key, value, match):
+    config = Config()
+    setattr(getattr(config, section), key, value)
+    with pytest.raises(ValueError, match=match):
+        config.validate()

@@ -140,3 +140,31 @@ def test_bad_arguments():
         Denoiser(RandomNet(), dirichlet_channel=G)
     with pytest.raises(ValueError, match="sigma_data"):
         Denoiser(RandomNet(), sigma_data=0.0)
+    with pytest.raises(ValueError, match=r"precond='v' is unknown; expected one of \['edm', 'x0'\]"):
+        Denoiser(RandomNet(), precond="v")
+
+
+def test_x0_preconditioning_predicts_the_clean_field():
+    """c_skip = 0 and c_out = sigma_data: the output is sigma_data F, whatever x is, so a network
+    that ignores x gives an x-independent D (the exact denoiser of a spike posterior)."""
+    x, sigma, cond = fields(seed=4)
+    den = Denoiser(RecordingNet(torch.ones_like(x)), sigma_data=0.5, precond="x0").double()
+    d = den(x, sigma, cond)
+    assert torch.equal(d, torch.full_like(x, 0.5))
+    assert torch.equal(den(3 * x + 1, sigma, cond), d)
+    c_skip, c_out, c_in, c_noise = den.preconditioning(sigma)
+    edm = Denoiser(RecordingNet(None), sigma_data=0.5).double().preconditioning(sigma)
+    assert torch.all(c_skip == 0) and torch.all(c_out == 0.5)
+    assert torch.equal(c_in, edm[2]) and torch.equal(c_noise, edm[3])
+
+
+@pytest.mark.parametrize("precond", ["edm", "x0"])
+def test_loss_weight_is_one_over_c_out_squared(precond):
+    from pdediff.losses import EDMLoss
+
+    sigma = torch.tensor([0.01, 0.7, 30.0], dtype=torch.float64)
+    loss = EDMLoss(sigma_data=0.8, precond=precond)
+    _, c_out, _, _ = Denoiser(RecordingNet(None), sigma_data=0.8, precond=precond).double().preconditioning(sigma)
+    torch.testing.assert_close(loss.weight(sigma), c_out.pow(-2), rtol=1e-6, atol=0)
+    if precond == "edm":  # Karras et al. Table 1
+        torch.testing.assert_close(loss.weight(sigma), (sigma**2 + 0.64) / (0.64 * sigma**2), rtol=1e-6, atol=0)

@@ -95,3 +95,25 @@ def test_bad_grid_and_unknown_problem():
         Grid(4)
     with pytest.raises(ValueError, match="problem='heat'.*poisson"):
         get_problem("heat")
+
+
+@pytest.mark.parametrize("method", ["cg", "amg"])
+def test_iterative_solve_reaches_the_reference(method):
+    rng = np.random.default_rng(3)
+    rho, g = rng.normal(size=(2, 65, 65)), rng.normal(size=(2, 65, 65))
+    ref = POISSON.reference_solve(rho, g)
+    phi, iters = POISSON.iterative_solve(np.zeros_like(rho), rho, g, maxiter=5000, rtol=1e-10, method=method)
+    np.testing.assert_allclose(phi, ref, atol=1e-8 * np.abs(ref).max())
+    assert iters.shape == (2,) and np.all(iters > 0)
+    # multigrid preconditioning: a handful of iterations where plain CG needs ~N
+    assert (np.all(iters <= 12) if method == "amg" else np.all(iters >= 65))
+    # an exact start needs no iteration; rtol = 0 runs exactly maxiter
+    _, none = POISSON.iterative_solve(ref, rho, g, maxiter=50, rtol=1e-8, method=method)
+    _, three = POISSON.iterative_solve(np.zeros_like(rho), rho, g, maxiter=3, rtol=0.0, method=method)
+    assert np.all(none == 0) and np.all(three == 3)
+
+
+def test_iterative_solve_rejects_an_unknown_method():
+    with pytest.raises(ValueError, match=r"method='jacobi' is unknown; expected one of \['amg', 'cg'\]"):
+        POISSON.iterative_solve(np.zeros((9, 9)), np.ones((9, 9)), method="jacobi")
+    assert set(POISSON.iterative_methods) == {"cg", "amg"}

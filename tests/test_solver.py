@@ -83,6 +83,38 @@ def test_polish_converges_to_the_reference(solver):
     assert info.nfe == 5 and info.polish_iterations
 
 
+@pytest.mark.parametrize("method", ["amg", "cg"])
+def test_polish_methods(solver, method):
+    rho, g, ref = _data()
+    phi, info = solver.solve(rho, g, steps=3, polish=10, polish_method=method, return_info=True)
+    err = np.abs(phi - ref).max() / np.abs(ref).max()
+    assert all(0 < k <= 10 for k in info.polish_iterations)
+    # AMG-preconditioned CG converges in a few iterations on N = 16; plain CG has not yet
+    assert err < 1e-8 if method == "amg" else err > 1e-8
+
+
+def test_resample_solves_on_the_training_grid(solver):
+    """On a finer grid, resample=True equals the training-grid solve of the restricted input,
+    prolonged by the spline, with the ring set to g exactly."""
+    from pdediff.regrid import prolong, restrict, transfer_ring
+
+    rng = np.random.default_rng(7)
+    n = 2 * N - 1
+    rho = rng.normal(size=(3, n, n))
+    g = np.zeros_like(rho)
+    g[:, 0, :] = np.sin(np.linspace(0, 3, n))
+    phi = solver.solve(rho, g, steps=3, resample=True)
+    coarse = solver.solve(restrict(rho, N), transfer_ring(g, N), steps=3)
+    expected = prolong(coarse, n)
+    ring = POISSON.grid(n).boundary_mask
+    assert np.array_equal(phi[:, ring], g[:, ring])
+    np.testing.assert_allclose(phi[:, ~ring], expected[:, ~ring], rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(phi[:, ::2, ::2][:, 1:-1, 1:-1], coarse[:, 1:-1, 1:-1], rtol=1e-6, atol=1e-9)
+    # on the training grid, resample changes nothing
+    np.testing.assert_array_equal(solver.solve(rho[:, ::2, ::2], steps=3, resample=True),
+                                  solver.solve(rho[:, ::2, ::2], steps=3))
+
+
 def test_solve_dataset(solver):
     rho, g, _ = _data(3)
     ds = solver.solve_dataset(rho, g, steps=3)
@@ -102,6 +134,8 @@ def test_solve_dataset(solver):
         (dict(rho=np.zeros((N, N)), sampler="rk4"), r"sampler='rk4'"),
         (dict(rho=np.zeros((N, N)), steps=0), r"steps=0"),
         (dict(rho=np.zeros((N, N)), kappa=1), r"'kappa' is not a field"),
+        (dict(rho=np.zeros((N, N)), polish=2, polish_method="sor"), r"polish_method='sor' is unknown"),
+        (dict(rho=np.zeros((2 * N, 2 * N))), r"not resolution-free \(pass resample=True"),
     ],
 )
 def test_bad_input(solver, kwargs, match):

@@ -117,6 +117,7 @@ class Problem:
     solution_field: str = ""
     dirichlet_field: str | None = None
     linear: bool = False
+    iterative_methods: tuple[str, ...] = ()  # names accepted by iterative_solve(method=...)
 
     def grid(self, n: int) -> Grid:
         return Grid(int(n))

@@ -52,6 +52,21 @@ def _dst_eigenvalues(n: int) -> np.ndarray:
     return out
 
 
+@functools.lru_cache(maxsize=8)
+def _amg_preconditioner(n: int):
+    """One V-cycle of classical (Ruge-Stueben) AMG on the N-node interior operator."""
+    import pyamg
+
+    return pyamg.ruge_stuben_solver(_operator(n).tocsr()).aspreconditioner(cycle="V")
+
+
+#: Preconditioners of the conjugate-gradient polish, by name: ``n -> M`` (None: plain CG).
+ITERATIVE = {
+    "cg": lambda n: None,
+    "amg": _amg_preconditioner,
+}
+
+
 def _neg_laplacian(p):
     """5-point -lap_h at the interior nodes of (..., n, n) NumPy arrays or torch tensors."""
     h2 = (1.0 / (p.shape[-1] - 1)) ** 2
@@ -68,6 +83,7 @@ class Poisson(Problem):
     solution_field = "phi"
     dirichlet_field = "g"
     linear = True
+    iterative_methods = tuple(ITERATIVE)
 
     # ------------------------------------------------------------------ operator
     def operator(self, n: int) -> sp.csc_matrix:
@@ -170,32 +186,42 @@ class Poisson(Problem):
         u = scipy.fft.idstn(b_hat / _dst_eigenvalues(n), type=1, axes=(-2, -1))
         return self._assemble(u, g)
 
-    def iterative_solve(self, phi0, rho, g=None, *, maxiter: int = 1000, rtol: float = 1e-8):
-        """Conjugate gradients on the interior system started from ``phi0``.
+    def iterative_solve(self, phi0, rho, g=None, *, maxiter: int = 1000, rtol: float = 1e-8,
+                        method: str = "cg"):
+        """A classical iterative method on the interior system started from ``phi0``.
 
         Used to polish a network's answer: ``maxiter`` iterations from ``phi0`` (its boundary
-        values are replaced by ``g``). Stops early once ||b - A u|| <= rtol ||b||.
+        values are replaced by ``g``). Stops early once ||b - A u|| <= max(rtol, 1e-15) ||b||
+        (below that there is only round-off).
+
+        Args:
+            method: a key of :data:`ITERATIVE`: ``"cg"`` (SciPy's conjugate gradients) or
+                ``"amg"`` (SciPy's conjugate gradients preconditioned by one V-cycle of pyamg's
+                classical algebraic multigrid; the hierarchy is built once per N and cached).
 
         Returns:
             ``(phi, iterations)``: phi of the shape of rho, and the iterations each sample took
             (an int array of shape (B,) or a 0-d array).
         """
+        if method not in ITERATIVE:
+            raise ValueError(f"method={method!r} is unknown; expected one of {sorted(ITERATIVE)}")
         rho, g = self._inputs(rho, g)
         phi0 = as_field("phi0", phi0, like=rho)
         n = rho.shape[-1]
         a = _operator(n)
+        preconditioner = ITERATIVE[method](n)
         b = self.rhs(rho, g).reshape(-1, (n - 2) ** 2)
         u0 = np.asarray(phi0, dtype=np.float64)[..., 1:-1, 1:-1].reshape(-1, (n - 2) ** 2)
         out = np.empty_like(b)
         iters = np.zeros(len(b), dtype=np.int64)
         for k in range(len(b)):
-            out[k], iters[k] = _cg(a, b[k], u0[k], maxiter, rtol)
+            out[k], iters[k] = _cg(a, b[k], u0[k], maxiter, rtol, preconditioner)
         phi = self._assemble(out.reshape(rho[..., 1:-1, 1:-1].shape), g)
         return phi, iters.reshape(rho.shape[:-2])
 
 
-def _cg(a, b, x0, maxiter: int, rtol: float):
-    """SciPy's conjugate gradients from ``x0``; returns (x, iterations used)."""
+def _cg(a, b, x0, maxiter: int, rtol: float, preconditioner=None):
+    """SciPy's (preconditioned) conjugate gradients from ``x0``; returns (x, iterations used)."""
     if not np.any(b):
         return np.zeros_like(b), 0
     count = [0]
@@ -205,6 +231,9 @@ def _cg(a, b, x0, maxiter: int, rtol: float):
 
     if maxiter <= 0:
         return x0, 0
-    # atol = tiny, not 0: an exact start has a zero residual, and SciPy's step would be 0/0
-    x, _ = spla.cg(a, b, x0=x0, rtol=rtol, atol=np.finfo(float).tiny, maxiter=int(maxiter), callback=tick)
+    # atol: a residual at round-off level (an exact start, or a converged rtol = 0 run) would make
+    # SciPy's next step 0/0; there is nothing left to gain below it
+    atol = 1e-15 * float(np.linalg.norm(b))
+    x, _ = spla.cg(a, b, x0=x0, rtol=rtol, atol=atol, maxiter=int(maxiter), M=preconditioner,
+                   callback=tick)
     return x, count[0]
