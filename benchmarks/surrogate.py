@@ -6,13 +6,16 @@ Measures, side by side:
 
 * accuracy: relative L2 and max error, boundary error, PDE residual and seed-to-seed spread of
   the surrogate for each sampler and number of function evaluations (NFE), with and without
-  residual guidance and conjugate-gradient polish, on the test split (in distribution), on
-  source families never seen in training, and on a finer grid than the training one;
+  residual guidance and classical polish (conjugate gradients, and CG preconditioned by
+  algebraic multigrid), on the test split (in distribution), on source families never seen in
+  training, and on a finer grid than the training one (a network that is not resolution-free
+  solves on its own grid and is interpolated: ``Solver.solve(resample=True)``);
 * speed: time per sample at batch 1 and batch 64 for the surrogate, SciPy's sparse direct
   solve (``spsolve``), a cached sparse LU reused across a batch and the DST fast solver (on the
   CPU, and on the GPU when there is one);
 * scaling: time per sample against N for every solver;
-* polish: CG iterations to a relative residual of 1e-8 from the network's answer and from zero.
+* polish: iterations of CG and of AMG-preconditioned CG to a relative residual of 1e-8 from the
+  network's answer and from zero.
 
 Results go to ``benchmarks/results/``: ``accuracy.nc`` / ``timing.nc`` (xarray, netCDF),
 ``results.md`` (markdown tables) and figures (error against NFE, time against N, a gallery).
@@ -83,9 +86,17 @@ def timed(fn, *args, repeat: int = 1, **kw):
     return out, best
 
 
-def accuracy(solver, case_list, *, samplers, nfes, guidance: float, polish: int, seeds: int):
+def grid_options(solver) -> dict:
+    """How to run on a grid other than the training one: natively if resolution-free, else resampled."""
+    if getattr(solver.denoiser.net, "resolution_free", False):
+        return {}
+    return {"resample": True}
+
+
+def accuracy(solver, case_list, *, samplers, nfes, guidance: float, polish: int, amg: int, seeds: int):
     """Rows of figures per (case, method)."""
     problem = solver.problem
+    grid = grid_options(solver)
     rows = []
     for name, rho, g, ref in case_list:
         fields = {"rho": rho, "g": g}
@@ -98,19 +109,20 @@ def accuracy(solver, case_list, *, samplers, nfes, guidance: float, polish: int,
         for sampler in samplers:
             for nfe in nfes:
                 (phi, info), secs = timed(solver.solve, rho, g, sampler=sampler, steps=steps_for(sampler, nfe),
-                                          return_info=True, any_grid=True)
+                                          return_info=True, **grid)
                 add(f"{sampler}", phi, secs, info.nfe)
         for label, sampler, steps in settings(solver):
-            kw = dict(sampler=sampler, steps=steps, return_info=True, any_grid=True)
+            kw = dict(sampler=sampler, steps=steps, return_info=True, **grid)
             if guidance > 0:
                 (phi, info), secs = timed(solver.solve, rho, g, guidance=guidance, **kw)
                 add(f"{label} + guidance {guidance:g}", phi, secs, info.nfe)
-            for k in (polish // 4, polish) if polish else ():
-                (phi, info), secs = timed(solver.solve, rho, g, polish=k, **kw)
-                add(f"{label} + {k} CG", phi, secs, info.nfe)
+            for method, ks in (("cg", (polish // 4, polish) if polish else ()), ("amg", range(1, amg + 1))):
+                for k in ks:
+                    (phi, info), secs = timed(solver.solve, rho, g, polish=k, polish_method=method, **kw)
+                    add(f"{label} + {k} {method.upper()}", phi, secs, info.nfe)
             # seed-to-seed spread: ||phi_seed - mean|| / ||mean||, averaged over seeds and samples
             sub = slice(0, min(len(rho), 16))
-            runs = np.stack([solver.solve(rho[sub], g[sub], sampler=sampler, steps=steps, seed=s, any_grid=True)
+            runs = np.stack([solver.solve(rho[sub], g[sub], sampler=sampler, steps=steps, seed=s, **grid)
                              for s in range(seeds)])
             spread = (np.linalg.norm((runs - runs.mean(axis=0)).reshape(seeds, runs.shape[1], -1), axis=2).mean(axis=0)
                       / np.linalg.norm(runs.mean(axis=0).reshape(runs.shape[1], -1), axis=1))
@@ -118,18 +130,25 @@ def accuracy(solver, case_list, *, samplers, nfes, guidance: float, polish: int,
             add(f"{label}, {seeds} seeds", runs[0], np.nan, nfe, {"seed_spread": float(np.mean(spread))}, sub)
         _, secs = timed(problem.reference_solve, rho, g)
         add("SciPy sparse LU", ref, secs, 0)
+        for k in range(1, amg + 1):  # the classical method alone, from zero
+            phi, secs = timed(lambda: problem.iterative_solve(np.zeros_like(rho), rho, g, maxiter=k, rtol=0.0,
+                                                              method="amg")[0])
+            add(f"{k} AMG from zero", phi, secs, 0)
     return rows
 
 
 def polish_savings(solver, rho, g) -> dict:
-    """CG iterations to a relative residual of 1e-8 from the network's answer and from zero."""
+    """Mean iterations to a relative residual of 1e-8 from zero and from the network's answer,
+    for each classical method: ``{"cg from zero": 190.0, "cg from network (heun)": 181.0, ...}``."""
     problem = solver.problem
-    _, from_zero = problem.iterative_solve(np.zeros_like(rho), rho, g, maxiter=10_000, rtol=1e-8)
-    out = {"cg_iterations_from_zero": float(np.mean(from_zero))}
+    starts = {"zero": np.zeros_like(rho)}
     for label, sampler, steps in settings(solver):
-        phi = solver.solve(rho, g, sampler=sampler, steps=steps, any_grid=True)
-        _, from_net = problem.iterative_solve(phi, rho, g, maxiter=10_000, rtol=1e-8)
-        out[f"cg_iterations_from_network ({label})"] = float(np.mean(from_net))
+        starts[f"network ({label})"] = solver.solve(rho, g, sampler=sampler, steps=steps, **grid_options(solver))
+    out = {}
+    for method in problem.iterative_methods:
+        for name, start in starts.items():
+            _, iters = problem.iterative_solve(start, rho, g, maxiter=10_000, rtol=1e-8, method=method)
+            out[f"{method} from {name}"] = float(np.mean(iters))
     return out
 
 
@@ -158,7 +177,7 @@ def timing(solver, sizes, batches, seed: int):
                 solver.denoiser.to(device)
                 solver.device = torch.device(device)
                 for label, sampler, steps in settings(solver):
-                    kw = dict(sampler=sampler, steps=steps, any_grid=True)
+                    kw = dict(sampler=sampler, steps=steps, **grid_options(solver))
                     solver.solve(rho[:1], g[:1], **kw)  # warm-up
                     _, secs = timed(solver.solve, rho, g, batch_size=batch, repeat=2 if n <= 128 else 1, **kw)
                     nfe_used = 2 * steps - 1 if sampler == "heun" else steps
@@ -180,9 +199,8 @@ def to_markdown(acc_rows, time_rows, savings, meta) -> str:
         ms = "" if np.isnan(r["ms_per_sample"]) else f"{r['ms_per_sample']:.2f}"
         lines.append(f"| {r['case']} | {r['solver']} | {r['nfe']} | {r['rel_l2']:.2e} | {r['max_err']:.2e} | "
                      f"{r['boundary_err']:.1e} | {r['residual']:.1e} | {spread} | {ms} |")
-    lines += ["", "## Conjugate gradients to a relative residual of 1e-8", "",
-              "; ".join(f"{k.replace('cg_iterations_', '').replace('_', ' ')}: {v:.0f} iterations"
-                        for k, v in savings.items()) + ".", "",
+    lines += ["", "## Iterations to a relative residual of 1e-8 (CG; AMG: CG preconditioned by AMG)", "",
+              "; ".join(f"{k}: {v:.1f}" for k, v in savings.items()) + ".", "",
               "## Time per sample [ms]", "", "| solver | device | N | batch | ms/sample |",
               "| --- | --- | ---: | ---: | ---: |"]
     for r in time_rows:
@@ -248,6 +266,7 @@ def main(argv=None) -> int:
     p.add_argument("--nfe", default=",".join(map(str, NFES)))
     p.add_argument("--guidance", type=float, default=0.0, help="residual guidance weight (0: skip)")
     p.add_argument("--polish", type=int, default=40, help="CG iterations of polish (and a quarter of it)")
+    p.add_argument("--amg", type=int, default=3, help="AMG-preconditioned CG polish: 1..AMG iterations")
     p.add_argument("--seeds", type=int, default=8)
     p.add_argument("--sizes", default="32,64,128,256")
     p.add_argument("--batches", default="1,64")
@@ -261,9 +280,9 @@ def main(argv=None) -> int:
         nfes = [int(v) for v in args.nfe.split(",")]
         sizes = [int(v) for v in args.sizes.split(",")]
         batches = [int(v) for v in args.batches.split(",")]
-        if min(nfes + sizes + batches + [args.samples, args.seeds]) < 1 or args.polish < 0 or args.guidance < 0:
+        if min(nfes + sizes + batches + [args.samples, args.seeds]) < 1 or args.polish < 0 or args.amg < 0 or args.guidance < 0:
             raise ValueError("--nfe, --sizes, --batches, --samples and --seeds take positive integers; "
-                             "--polish and --guidance non-negative numbers")
+                             "--polish, --amg and --guidance non-negative numbers")
         from pdediff.samplers import SAMPLERS
 
         unknown = [s for s in args.samplers.split(",") if s not in SAMPLERS]
@@ -276,11 +295,11 @@ def main(argv=None) -> int:
         p.exit(2, f"benchmarks: error: {exc}\n")
     t0 = time.perf_counter()
     acc = accuracy(solver, case_list, samplers=args.samplers.split(","), nfes=nfes, guidance=args.guidance,
-                   polish=args.polish, seeds=args.seeds)
+                   polish=args.polish, amg=args.amg, seeds=args.seeds)
     name, rho, g, ref = case_list[0]
     savings = polish_savings(solver, rho[:16], g[:16])
     times = timing(solver, sizes, batches, args.seed)
-    gallery = [(c, r[0], solver.solve(r[:1], gg[:1], any_grid=True)[0], f[0]) for c, r, gg, f in case_list]
+    gallery = [(c, r[0], solver.solve(r[:1], gg[:1], **grid_options(solver))[0], f[0]) for c, r, gg, f in case_list]
     meta = {"command": "python -m benchmarks " + " ".join(argv if argv is not None else __import__("sys").argv[1:]),
             "machine": f"{platform.processor() or platform.machine()}, {__import__('os').cpu_count()} cores"
                        + (f", GPU {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else ", no GPU"),

@@ -89,7 +89,7 @@ def solve_main(args) -> int:
         fields = {k: v[: args.limit] if np.ndim(v) == 3 else v for k, v in fields.items()}
     phi, info = solver.solve(**fields, sampler=args.sampler, steps=args.steps, seed=args.seed,
                              batch_size=args.batch_size, guidance=args.guidance, polish=args.polish,
-                             progress=True, return_info=True)
+                             polish_method=args.polish_method, resample=args.resample, progress=True, return_info=True)
     write_array(args.out, problem.solution_field, phi)
     print(f"wrote {args.out}: {problem.solution_field} {phi.shape}, {info.nfe} denoiser evaluations, "
           f"{info.seconds:.3f} s")

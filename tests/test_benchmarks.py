@@ -34,6 +34,10 @@ def test_benchmark_writes_tables_netcdf_and_figures(tiny_dataset, tmp_path):
     assert {"SciPy spsolve", "SciPy cached LU", "DST fast solver"} <= set(timing["solver"].values)
     table = (out / "results.md").read_text()
     assert "| test split | heun |" in table and "Time per sample" in table
-    assert json.loads((out / "results.json").read_text())["polish"]["cg_iterations_from_zero"] > 0
+    polish = json.loads((out / "results.json").read_text())["polish"]
+    assert polish["cg from zero"] > polish["amg from zero"] > 0
+    # the classical method alone, from zero: AMG-preconditioned CG converges on N = 17
+    assert float(acc["rel_l2"].sel(case="test split", solver="3 AMG from zero", nfe=0)) < 1e-3
+    assert float(acc["rel_l2"].sel(case="test split", solver="heun + 3 AMG", nfe=17)) < 1e-3
     for png in ("error_vs_nfe.png", "time_vs_n.png", "gallery.png"):
         assert (out / png).stat().st_size > 1000
