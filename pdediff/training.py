@@ -306,11 +306,12 @@ def train(config: Config, out_dir, *, resume: bool = False, progress: bool = Tru
 def export_checkpoint(src, dst, *, half: bool = False, config: Config | None = None) -> Path:
     """Keep only the EMA weights and metadata of a checkpoint (optionally as float16).
 
-    With ``config``, its sampling defaults (``model.sampler``, ``model.steps``) and notes
+    With ``config``, its name, sampling defaults (``model.sampler``, ``model.steps``) and notes
     replace the trained ones: they are chosen after training, by measurement.
     """
     tensors, meta = load_checkpoint(src)
     if config is not None:
+        meta["config"]["name"] = config.name
         meta["config"]["model"].update(sampler=config.model.sampler, steps=config.model.steps)
         meta["config"]["notes"] = config.notes
     ema = group(tensors, "ema")
