@@ -52,7 +52,7 @@ def restrict(field, n: int) -> np.ndarray:
         r[[0, -1]] = 0.0  # the end nodes coincide: injection there (a truncated hat is off-centre)
         r[0, 0] = r[-1, -1] = 1.0
         r /= r.sum(axis=1, keepdims=True)
-    return np.einsum("ij,...jk,lk->...il", r, a, r)
+    return r @ a @ r.T
 
 
 def prolong(field, n: int) -> np.ndarray:

@@ -41,3 +41,19 @@ def test_benchmark_writes_tables_netcdf_and_figures(tiny_dataset, tmp_path):
     assert float(acc["rel_l2"].sel(case="test split", solver="heun + 3 AMG", nfe=17)) < 1e-3
     for png in ("error_vs_nfe.png", "time_vs_n.png", "gallery.png"):
         assert (out / png).stat().st_size > 1000
+
+
+def test_sampling_sweep_writes_its_table(tiny_dataset, tmp_path):
+    from benchmarks.sampling import main as sampling_main
+
+    c = Config(name="s")
+    c.data.train = [str(tiny_dataset / "train.h5")]
+    c.model.network_kwargs = {"model_channels": 8, "channel_mult": [1, 2], "attention_levels": []}
+    c.model.precond = "x0"
+    c.train.steps, c.train.batch_size, c.train.valid_every, c.train.warmup_steps = 2, 4, 0, 1
+    ckpt = train(c, tmp_path / "run", progress=False)
+    out = tmp_path / "sampling.md"
+    assert sampling_main(["--checkpoint", str(ckpt), "--data", str(tiny_dataset / "valid.h5"), "--samples", "3",
+                          "--sigma-min", "0.002", "--out", str(out)]) == 0
+    table = out.read_text()
+    assert "| euler | 2 | 0.002 | 2 |" in table and "| heun | 10 | 0.002 | 19 |" in table
