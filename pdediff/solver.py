@@ -30,7 +30,7 @@ DEFAULT_MODEL = Path(__file__).parent / "models" / "default.safetensors"
 
 @dataclass
 class SolveInfo:
-    """What a solve cost: denoiser evaluations per batch, wall time, CG iterations of polish."""
+    """What a solve cost: denoiser evaluations per batch, wall time, iterations of polish per sample."""
 
     nfe: int = 0
     seconds: float = 0.0
