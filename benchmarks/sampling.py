@@ -58,8 +58,14 @@ def main(argv=None) -> int:
     try:
         if args.samples < 1:
             raise ValueError(f"--samples={args.samples}; expected an integer >= 1")
-        sigma_mins = [float(v) for v in args.sigma_min.split(",")]
+        try:
+            sigma_mins = [float(v) for v in args.sigma_min.split(",")]
+        except ValueError:
+            raise ValueError(f"--sigma-min={args.sigma_min!r}; expected a comma list of numbers") from None
         solver = pdediff.load_solver(args.checkpoint)
+        bad = [v for v in sigma_mins if not 0 < v < solver.config.model.sigma_max]
+        if bad:
+            raise ValueError(f"--sigma-min has {bad}; expected values in (0, sigma_max = {solver.config.model.sigma_max:g})")
         arrays = load_arrays(args.data, limit=args.samples, dtype=np.float64)
     except ValueError as exc:
         p.exit(2, f"benchmarks.sampling: error: {exc}\n")
@@ -67,7 +73,8 @@ def main(argv=None) -> int:
                                                                          (("heun", k) for k in (2, 3, 5, 10)))]
     rows = sweep(solver, arrays["rho"], arrays["g"], arrays["phi"], settings)
     lines = ["# Sampling sweep", "", f"Command: `python -m benchmarks.sampling {' '.join(argv or __import__('sys').argv[1:])}`",
-             f"({len(arrays['rho'])} samples, seeds 0 and 1; spread: ||phi_seed - mean|| / ||phi||)", "",
+             f"({len(arrays['rho'])} samples, seeds 0 and 1; two-seed spread: mean over seeds of "
+             "||phi_seed - mean|| / ||phi||, i.e. ||phi_0 - phi_1|| / (2 ||phi||))", "",
              "| sampler | levels | sigma_min | NFE | rel L2 | median | seed spread |", "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
     lines += [f"| {r['sampler']} | {r['steps']} | {r['sigma_min']:g} | {r['nfe']} | {r['rel_l2']:.2e} | "
               f"{r['rel_l2_median']:.2e} | {r['seed_spread']:.1e} |" for r in rows]

@@ -43,11 +43,18 @@ class EDMLoss:
     sigma_data: float = 0.5
     precond: str = "edm"
 
+    def __post_init__(self):
+        from pdediff.denoiser import PRECONDITIONINGS
+
+        if self.precond not in PRECONDITIONINGS:
+            raise ValueError(f"precond={self.precond!r} is unknown; expected one of {sorted(PRECONDITIONINGS)}")
+
     def weight(self, sigma: torch.Tensor) -> torch.Tensor:
         """lambda(sigma) = 1 / c_out(sigma)^2, which makes the effective training target unit-variance."""
         from pdediff.denoiser import PRECONDITIONINGS
 
-        _, c_out, _, _ = PRECONDITIONINGS[self.precond](sigma, torch.as_tensor(self.sigma_data, dtype=sigma.dtype))
+        sigma_data = torch.as_tensor(self.sigma_data, dtype=sigma.dtype, device=sigma.device)
+        _, c_out, _, _ = PRECONDITIONINGS[self.precond](sigma, sigma_data)
         return c_out.pow(-2)
 
     def __call__(

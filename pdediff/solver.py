@@ -75,7 +75,7 @@ class Solver:
         n = self.card.get("n", self.card.get("N"))
         return int(n) if n is not None else None
 
-    def _fields(self, args, kwargs, any_grid: bool = False) -> dict[str, np.ndarray]:
+    def _fields(self, args, kwargs, any_grid: bool = False, resample: bool = False) -> dict[str, np.ndarray]:
         names = self.problem.condition_fields
         if len(args) > len(names):
             raise ValueError(f"got {len(args)} positional fields; expected at most {len(names)} ({', '.join(names)})")
@@ -98,11 +98,15 @@ class Solver:
             else:
                 out[name] = as_field(name, given[name], like=out[first], dtype=np.float64)
         n = out[first].shape[-1]
+        trained = self.grid_size
+        if resample:
+            if not trained:
+                raise ValueError("resample=True needs the model's training grid, and its checkpoint's card names none")
+            n = trained  # the network runs on its own grid; the problem checked the requested one
         try:
             self.denoiser.net.check_grid(n, n)
         except ValueError as exc:
             raise ValueError(f"{first} has shape {out[first].shape}: {exc}") from None
-        trained = self.grid_size
         if trained and n != trained and not (any_grid or getattr(self.denoiser.net, "resolution_free", False)):
             raise ValueError(
                 f"{first} has shape {out[first].shape}; this {self.config.model.network} model was trained on "
@@ -160,10 +164,13 @@ class Solver:
             raise ValueError(f"seed={seed!r} is invalid; expected an integer >= 0")
         if not isinstance(guidance, (int, float, np.number)) or not 0 <= guidance <= 1:
             raise ValueError(f"guidance={guidance!r} is invalid; expected a weight in [0, 1]")
-        if polish and polish_method not in self.problem.iterative_methods:
+        for name, value in (("any_grid", any_grid), ("resample", resample)):
+            if not isinstance(value, (bool, np.bool_)):
+                raise ValueError(f"{name}={value!r} is invalid; expected True or False")
+        if polish_method not in self.problem.iterative_methods:
             raise ValueError(f"polish_method={polish_method!r} is unknown; expected one of "
                              f"{sorted(self.problem.iterative_methods)}")
-        arrays = self._fields(fields, named, any_grid or resample)
+        arrays = self._fields(fields, named, any_grid, resample)
         first = self.problem.condition_fields[0]
         single = arrays[first].ndim == 2
         batch = {k: (v[None] if single else v) for k, v in arrays.items()}

@@ -2,6 +2,8 @@
 
 import json
 
+import pytest
+
 import xarray as xr
 
 from benchmarks.surrogate import main, steps_for
@@ -56,4 +58,7 @@ def test_sampling_sweep_writes_its_table(tiny_dataset, tmp_path):
     assert sampling_main(["--checkpoint", str(ckpt), "--data", str(tiny_dataset / "valid.h5"), "--samples", "3",
                           "--sigma-min", "0.002", "--out", str(out)]) == 0
     table = out.read_text()
+    with pytest.raises(SystemExit) as bad:
+        sampling_main(["--checkpoint", str(ckpt), "--data", str(tiny_dataset / "valid.h5"), "--sigma-min", "x"])
+    assert bad.value.code == 2
     assert "| euler | 2 | 0.002 | 2 |" in table and "| heun | 10 | 0.002 | 19 |" in table

@@ -142,6 +142,10 @@ def test_bad_arguments():
         Denoiser(RandomNet(), sigma_data=0.0)
     with pytest.raises(ValueError, match=r"precond='v' is unknown; expected one of \['edm', 'x0'\]"):
         Denoiser(RandomNet(), precond="v")
+    from pdediff.losses import EDMLoss
+
+    with pytest.raises(ValueError, match=r"precond='v' is unknown"):
+        EDMLoss(precond="v")
 
 
 def test_x0_preconditioning_predicts_the_clean_field():
@@ -166,5 +170,6 @@ def test_loss_weight_is_one_over_c_out_squared(precond):
     loss = EDMLoss(sigma_data=0.8, precond=precond)
     _, c_out, _, _ = Denoiser(RecordingNet(None), sigma_data=0.8, precond=precond).double().preconditioning(sigma)
     torch.testing.assert_close(loss.weight(sigma), c_out.pow(-2), rtol=1e-6, atol=0)
+    assert loss.weight(sigma.to("meta")).device.type == "meta"  # follows sigma (CUDA in training)
     if precond == "edm":  # Karras et al. Table 1
         torch.testing.assert_close(loss.weight(sigma), (sigma**2 + 0.64) / (0.64 * sigma**2), rtol=1e-6, atol=0)

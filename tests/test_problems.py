@@ -117,3 +117,7 @@ def test_iterative_solve_rejects_an_unknown_method():
     with pytest.raises(ValueError, match=r"method='jacobi' is unknown; expected one of \['amg', 'cg'\]"):
         POISSON.iterative_solve(np.zeros((9, 9)), np.ones((9, 9)), method="jacobi")
     assert set(POISSON.iterative_methods) == {"cg", "amg"}
+    for kw, match in ((dict(maxiter=-1), r"maxiter=-1 is invalid"), (dict(maxiter=2.5), r"maxiter=2.5"),
+                      (dict(rtol=-1.0), r"rtol=-1.0 is invalid"), (dict(rtol="x"), r"rtol='x'")):
+        with pytest.raises(ValueError, match=match):
+            POISSON.iterative_solve(np.zeros((9, 9)), np.ones((9, 9)), **kw)

@@ -41,6 +41,12 @@ def test_restrict_is_second_order_and_low_passes_a_spike():
     assert restrict(smooth(9), 17).shape == (17, 17)  # up is bilinear
 
 
+def test_restrict_on_grids_that_do_not_nest_is_first_order_and_small():
+    errors = [np.abs(restrict(smooth(m), n) - smooth(n)).max() for m, n in ((100, 64), (200, 128), (401, 256))]
+    orders = np.log2(np.array(errors[:-1]) / np.array(errors[1:]))
+    assert np.all(orders > 0.9) and errors[0] < 5e-3, (errors, orders)
+
+
 def test_transfer_ring_uses_the_edges_alone():
     n, m = 33, 65
     field = smooth(n)

@@ -110,6 +110,8 @@ def test_resample_solves_on_the_training_grid(solver):
     assert np.array_equal(phi[:, ring], g[:, ring])
     np.testing.assert_allclose(phi[:, ~ring], expected[:, ~ring], rtol=1e-6, atol=1e-9)
     np.testing.assert_allclose(phi[:, ::2, ::2][:, 1:-1, 1:-1], coarse[:, 1:-1, 1:-1], rtol=1e-6, atol=1e-9)
+    # a grid too small for the U-Net itself is fine: the network runs on its own grid
+    assert solver.solve(rho[:, :6, :6], steps=3, resample=True).shape == (3, 6, 6)  # plain: refused, see test_bad_input
     # on the training grid, resample changes nothing
     np.testing.assert_array_equal(solver.solve(rho[:, ::2, ::2], steps=3, resample=True),
                                   solver.solve(rho[:, ::2, ::2], steps=3))
@@ -135,6 +137,8 @@ def test_solve_dataset(solver):
         (dict(rho=np.zeros((N, N)), steps=0), r"steps=0"),
         (dict(rho=np.zeros((N, N)), kappa=1), r"'kappa' is not a field"),
         (dict(rho=np.zeros((N, N)), polish=2, polish_method="sor"), r"polish_method='sor' is unknown"),
+        (dict(rho=np.zeros((N, N)), polish_method="sor"), r"polish_method='sor' is unknown"),
+        (dict(rho=np.zeros((N, N)), resample="yes"), r"resample='yes' is invalid; expected True or False"),
         (dict(rho=np.zeros((2 * N, 2 * N))), r"not resolution-free \(pass resample=True"),
     ],
 )

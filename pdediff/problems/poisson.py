@@ -205,6 +205,10 @@ class Poisson(Problem):
         """
         if method not in ITERATIVE:
             raise ValueError(f"method={method!r} is unknown; expected one of {sorted(ITERATIVE)}")
+        if not isinstance(maxiter, (int, np.integer)) or isinstance(maxiter, bool) or maxiter < 0:
+            raise ValueError(f"maxiter={maxiter!r} is invalid; expected an integer >= 0")
+        if not isinstance(rtol, (int, float, np.floating)) or isinstance(rtol, bool) or not rtol >= 0:
+            raise ValueError(f"rtol={rtol!r} is invalid; expected a number >= 0")
         rho, g = self._inputs(rho, g)
         phi0 = as_field("phi0", phi0, like=rho)
         n = rho.shape[-1]
