@@ -175,6 +175,7 @@ class Solver:
         single = arrays[first].ndim == 2
         batch = {k: (v[None] if single else v) for k, v in arrays.items()}
         count, n = batch[first].shape[0], batch[first].shape[-1]
+        t0 = time.perf_counter()
         m = self.grid_size if resample and self.grid_size and self.grid_size != n else n
         net_batch = batch if m == n else {
             k: (transfer_ring(v, m) if k == self.problem.dirichlet_field else restrict(v, m)) for k, v in batch.items()}
@@ -193,7 +194,6 @@ class Solver:
             from tqdm.auto import tqdm
 
             starts = tqdm(starts, desc="solve", unit="batch")
-        t0 = time.perf_counter()
         for start in starts:
             stop = min(start + batch_size, count)
             chunk = {k: torch.as_tensor(v[start:stop], dtype=self.dtype, device=self.device) for k, v in net_batch.items()}
