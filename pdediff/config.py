@@ -63,6 +63,9 @@ class TrainConfig:
     checkpoint_every: int = 500
     device: str = "auto"
     threads: int | None = None
+    # fine-tuning: start from this pdediff checkpoint's weights (EMA) and normalisation; the
+    # optimiser, step count and schedule start afresh (ignored when resuming a run)
+    init: str | None = None
 
 
 @dataclass

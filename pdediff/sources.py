@@ -14,6 +14,9 @@ Families (amplitudes are chosen so that the sources have comparable peak values,
 * ``grf``: a smooth Gaussian random field, cosine series with amplitudes
   (pi^2 (k^2 + l^2) + tau^2)^(-alpha/2), alpha = 3, tau = 3, 24 x 24 modes, rescaled so that
   its RMS over the nodes is U[5, 15].
+* ``rough``: a rough random field (the ``grf`` series with 48 x 48 modes and a spectral
+  exponent alpha ~ U[0, 1] per sample, from white noise to 1/f), RMS U[5, 15]: training breadth
+  across the operator's whole spectrum.
 * ``mixture``: each sample draws its family uniformly from ``blobs`` and ``grf``; any comma
   list such as ``"blobs,grf,disks_rects"`` names a mixture too (see :func:`get_source`).
 * ``point_dipoles`` (out of distribution): 1-4 point charges or dipoles, Gaussians 1-2 nodes
@@ -159,6 +162,38 @@ class GaussianRandomField(Family):
 
 
 @dataclass(frozen=True)
+class RoughField(Family):
+    """Rough zero-mean random field: a :class:`GaussianRandomField` whose spectral exponent is
+    drawn per sample from U[alpha], with modes up to ``modes``.
+
+    alpha = 0 is band-limited white noise; with alpha in [0, 1] the ratio of the solution's size
+    to the source's covers the operator's spectrum from the shortest resolved wavelengths to the
+    longest, which smooth fields (alpha = 3) never reach. It is a family for training breadth,
+    not a physical model.
+    """
+
+    name: ClassVar[str] = "rough"
+    alpha: tuple[float, float] = (0.0, 1.0)
+    tau: float = 3.0
+    modes: int = 48
+    rms: tuple[float, float] = (5.0, 15.0)
+
+    def sample(self, grid, rngs):
+        k = np.arange(self.modes)
+        wave = np.pi**2 * (k[:, None] ** 2 + k[None, :] ** 2) + self.tau**2
+        coeff = np.empty((len(rngs), self.modes, self.modes))
+        target = np.empty(len(rngs))
+        for b, rng in enumerate(rngs):
+            alpha = _uniform(rng, self.alpha)
+            coeff[b] = rng.standard_normal((self.modes, self.modes)) * wave ** (-alpha / 2)
+            target[b] = _uniform(rng, self.rms)
+        basis = np.cos(np.pi * grid.x[:, None] * k[None, :])
+        field = basis @ coeff @ basis.T
+        rms = np.sqrt(np.mean(field**2, axis=(-2, -1)))
+        return field * (target / rms)[:, None, None]
+
+
+@dataclass(frozen=True)
 class PointDipoles(Family):
     """1-4 sharp point charges or dipoles, a few nodes wide (out-of-distribution tests).
 
@@ -284,6 +319,7 @@ class SmoothBoundary(Family):
 SOURCES: dict[str, Family] = {
     "blobs": Blobs(),
     "grf": GaussianRandomField(),
+    "rough": RoughField(),
     "mixture": Mixture((Blobs(), GaussianRandomField())),
     "point_dipoles": PointDipoles(),
     "disks_rects": DisksRects(),

@@ -106,6 +106,31 @@ def build_loss(config: Config, sigma_data: float):
     raise ValueError(f"train.loss={t.loss!r} is unknown; expected 'edm' or one of {sorted(SDES)}")
 
 
+def _init_state(config: Config, path) -> tuple[dict, Normalisation]:
+    """Weights (EMA, else raw) and normalisation of checkpoint ``path`` to fine-tune from."""
+    try:
+        tensors, meta = load_checkpoint(path)
+    except ValueError as exc:
+        raise ValueError(f"train.init={str(path)!r} cannot be used: {exc}") from None
+    try:
+        source = Config.from_dict(meta["config"])
+        norm = Normalisation.from_dict(meta["normalisation"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"train.init={str(path)!r} has incomplete metadata: {exc}") from None
+    mine, theirs = config.model, source.model
+    for key in ("network", "network_kwargs", "precond"):
+        if getattr(mine, key) != getattr(theirs, key):
+            raise ValueError(f"train.init={str(path)!r} has model.{key}={getattr(theirs, key)!r}, but this "
+                             f"config has {getattr(mine, key)!r}; expected the same network to fine-tune")
+    if source.data.problem != config.data.problem:
+        raise ValueError(f"train.init={str(path)!r} solves {source.data.problem!r}, not "
+                         f"data.problem={config.data.problem!r}")
+    weights = group(tensors, "ema") or group(tensors, "model")
+    if not weights:
+        raise ValueError(f"train.init={str(path)!r} holds no model weights")
+    return {k: v.float() for k, v in weights.items()}, norm
+
+
 class Trainer:
     """One training run; see :func:`train`."""
 
@@ -125,8 +150,13 @@ class Trainer:
         if resume and self.ckpt_path.is_file():
             state = load_checkpoint(self.ckpt_path, device="cpu")
         self.card = read_card(config.data.train)
+        init = None
+        if state is None and config.train.init:
+            init = _init_state(config, config.train.init)
         if state is not None:
             self.norm = Normalisation.from_dict(state[1]["normalisation"])
+        elif init is not None:
+            self.norm = init[1]
         else:
             stats = load_arrays(config.data.train, limit=config.data.stats_samples)
             self.norm = fit_normalisation(self.problem, stats)
@@ -141,6 +171,8 @@ class Trainer:
         torch.manual_seed(config.train.seed)  # identical initial weights on every rank
         self.model = build_denoiser(config, self.problem, self.norm).to(self.device)
         self.ema = build_denoiser(config, self.problem, self.norm).to(self.device)
+        if init is not None:
+            self.model.load_state_dict(init[0])
         self.ema.load_state_dict(self.model.state_dict())
         self.ema.requires_grad_(False)
         self.ddp = (torch.nn.parallel.DistributedDataParallel(self.model) if self.world > 1 else self.model)

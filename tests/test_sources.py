@@ -68,6 +68,27 @@ def test_grf_rms_in_documented_range_and_resolution_independent():
     assert correlation > 0.999
 
 
+def test_rough_field_reaches_the_short_wavelengths_that_grf_does_not():
+    grid = Grid(65)
+    rough = SOURCES["rough"].sample(grid, rngs(60))
+    smooth = SOURCES["grf"].sample(grid, rngs(60))
+    rms = np.sqrt(np.mean(rough**2, axis=(1, 2)))
+    assert np.all((rms >= 5 - 1e-9) & (rms <= 15 + 1e-9))
+
+    def rough_share(f):  # energy of the second difference relative to the field's
+        d2 = np.diff(f, 2, axis=-1)
+        return np.mean(d2**2, axis=(1, 2)) / np.mean(f**2, axis=(1, 2))
+
+    assert np.median(rough_share(rough)) > 30 * np.median(rough_share(smooth))
+    # the exponent varies per sample: the roughness spreads over more than a decade
+    share = rough_share(rough)
+    assert share.max() / share.min() > 10
+    # one generator, one field, whatever N (the modes are fixed; only the RMS rescaling differs)
+    coarse, fine = SOURCES["rough"](Grid(33), np.random.default_rng(2)), SOURCES["rough"](Grid(65), np.random.default_rng(2))
+    fine = fine[::2, ::2]
+    np.testing.assert_allclose(coarse / np.linalg.norm(coarse), fine / np.linalg.norm(fine), atol=1e-12)
+
+
 def test_mixture_draws_every_family():
     mixture = get_source("blobs,grf")
     assert isinstance(mixture, Mixture) and mixture == SOURCES["mixture"]

@@ -92,6 +92,30 @@ def test_checkpoint_round_trip_and_exact_resume(tiny_dataset, tmp_path):
         torch.testing.assert_close(solver.denoiser(x, sigma, cond), trainer.ema(x, sigma, cond), rtol=0, atol=0)
 
 
+def test_init_fine_tunes_from_a_checkpoint_and_refuses_another_network(tiny_dataset, tmp_path):
+    base = train(tiny_config(tiny_dataset, steps=10), tmp_path / "base", progress=False)
+    tensors, meta = load_checkpoint(base)
+    c = tiny_config(tiny_dataset, steps=10, init=str(base), lr=1e-3)
+    tuned = Trainer(c, tmp_path / "tuned", progress=False)
+    # starts from the base run's EMA weights and normalisation, with a fresh step count
+    assert tuned.step == 0 and tuned.norm.to_dict() == meta["normalisation"]
+    for k, v in tuned.model.state_dict().items():
+        assert torch.equal(v, group(tensors, "ema")[k]), k
+    for k, v in tuned.ema.state_dict().items():
+        assert torch.equal(v, group(tensors, "ema")[k]), k
+    tuned.run()
+    moved = [k for k, v in tuned.model.state_dict().items() if not torch.equal(v, group(tensors, "ema")[k])]
+    assert moved  # and it trains
+
+    other = tiny_config(tiny_dataset, init=str(base))
+    other.model.network_kwargs = {**other.model.network_kwargs, "model_channels": 16}
+    with pytest.raises(ValueError, match=r"train.init=.*model.network_kwargs"):
+        Trainer(other, tmp_path / "other", progress=False)
+    with pytest.raises(ValueError, match="train.init="):
+        Trainer(tiny_config(tiny_dataset, init=str(tmp_path / "missing.safetensors")), tmp_path / "m",
+                progress=False)
+
+
 def test_train_cli_refuses_to_overwrite_and_bad_configs(tiny_dataset, tmp_path, repo_root):
     c = tiny_config(tiny_dataset, steps=2)
     cfg = tmp_path / "c.yaml"
