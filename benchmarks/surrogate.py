@@ -49,7 +49,8 @@ def steps_for(sampler: str, nfe: int) -> int:
 
 
 def cases(solver, data: str | None, samples: int, seed: int):
-    """(name, rho, g, ref) test cases: test split, unseen families, a finer grid."""
+    """(name, rho, g, ref) test cases: test split, unseen families, rough fields (white noise to
+    1/f; in the shipped model's training mixture), a finer grid."""
     problem = solver.problem
     n = solver.grid_size or 64
     out = []
@@ -62,6 +63,7 @@ def cases(solver, data: str | None, samples: int, seed: int):
         out.append(("test split (fresh)", *draw(n, samples, source="blobs,grf", boundary="zero,smooth", seed=seed)))
     out.append(("point charges & dipoles", *draw(n, samples, source="point_dipoles", boundary="zero,smooth", seed=seed)))
     out.append(("disks & rectangles", *draw(n, samples, source="disks_rects", boundary="zero,smooth", seed=seed)))
+    out.append(("rough random fields", *draw(n, samples, source="rough", boundary="zero,smooth", seed=seed)))
     m = 2 * n
     out.append((f"N = {m} (trained at {n})", *draw(m, max(4, samples // 4), source="blobs,grf",
                                                       boundary="zero,smooth", seed=seed)))

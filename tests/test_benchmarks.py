@@ -62,3 +62,26 @@ def test_sampling_sweep_writes_its_table(tiny_dataset, tmp_path):
         sampling_main(["--checkpoint", str(ckpt), "--data", str(tiny_dataset / "valid.h5"), "--sigma-min", "x"])
     assert bad.value.code == 2
     assert "| euler | 2 | 0.002 | 2 |" in table and "| heun | 10 | 0.002 | 19 |" in table
+
+
+def test_families_compares_models_case_by_case(tiny_dataset, tmp_path):
+    from benchmarks.families import main as families_main
+
+    c = Config(name="f")
+    c.data.train = [str(tiny_dataset / "train.h5")]
+    c.model.network_kwargs = {"model_channels": 8, "channel_mult": [1, 2], "attention_levels": []}
+    c.model.precond = "x0"
+    c.train.steps, c.train.batch_size, c.train.valid_every, c.train.warmup_steps = 2, 4, 0, 1
+    ckpt = str(train(c, tmp_path / "run", progress=False))
+    out = tmp_path / "families.md"
+    assert families_main(["--checkpoints", f"{ckpt},{ckpt}", "--data", str(tiny_dataset / "test.h5"),
+                          "--samples", "2", "--out", str(out)]) == 0
+    rows = [line for line in out.read_text().splitlines() if line.startswith("| ") and "---" not in line]
+    assert [r.split(" | ")[0] for r in rows[1:]] == ["| test split", "| point charges & dipoles", "| disks & rectangles",
+                                                     "| rough random fields", "| N = 34 (trained at 17)"]
+    # the same model twice gives the same cells
+    cells = rows[1].split(" | ")
+    assert cells[2] == cells[3].rstrip(" |")
+    with pytest.raises(SystemExit) as bad:
+        families_main(["--checkpoints", ",", "--out", str(out)])
+    assert bad.value.code == 2
