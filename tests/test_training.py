@@ -12,7 +12,7 @@ import torch
 from pdediff.checkpoint import group, load_checkpoint
 from pdediff.config import Config
 from pdediff.solver import Solver
-from pdediff.training import Trainer, train
+from pdediff.training import Trainer, export_checkpoint, train
 
 
 def tiny_config(dataset, steps=20, **train_kw) -> Config:
@@ -102,6 +102,11 @@ def test_init_fine_tunes_from_a_checkpoint_and_refuses_another_network(tiny_data
     for k, v in tuned.model.state_dict().items():
         assert torch.equal(v, group(tensors, "ema")[k]), k
     for k, v in tuned.ema.state_dict().items():
+        assert torch.equal(v, group(tensors, "ema")[k]), k
+    # an exported (EMA-only) checkpoint, such as the shipped model, works as well
+    exported = export_checkpoint(base, tmp_path / "exported.safetensors")
+    again = Trainer(tiny_config(tiny_dataset, init=str(exported)), tmp_path / "again", progress=False)
+    for k, v in again.model.state_dict().items():
         assert torch.equal(v, group(tensors, "ema")[k]), k
     tuned.run()
     moved = [k for k, v in tuned.model.state_dict().items() if not torch.equal(v, group(tensors, "ema")[k])]
