@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.surrogate import cases, grid_options
+from pdediff import metrics
 from pdediff.atomic import write_text
 
 RESULTS = Path(__file__).parent / "results"
@@ -39,9 +40,8 @@ def family_errors(solver, case_list, seeds=(0, 1)) -> list[dict]:
     rows = []
     for name, rho, g, ref in case_list:
         runs = np.stack([solver.solve(rho, g, seed=s, **grid_options(solver)) for s in seeds])
-        norm = np.linalg.norm(ref.reshape(len(ref), -1), axis=1)
-        err = np.linalg.norm((runs[0] - ref).reshape(len(ref), -1), axis=1) / norm
-        spread = np.linalg.norm((runs - runs.mean(0)).reshape(len(seeds), len(ref), -1), axis=2).mean(0) / norm
+        err = metrics.relative_l2(runs[0], ref)
+        spread = metrics.seed_spread(runs, ref)
         rows.append({"case": name, "samples": len(ref), "rel_l2": float(err.mean()),
                      "phi_scale_p10": float(np.percentile(solution_scale(solver, rho, g, ref), 10)),
                      "rel_l2_median": float(np.median(err)), "seed_spread": float(spread.mean())})

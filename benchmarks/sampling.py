@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pdediff import metrics
 from pdediff.atomic import write_text
 
 RESULTS = Path(__file__).parent / "results"
@@ -21,7 +22,6 @@ RESULTS = Path(__file__).parent / "results"
 
 def sweep(solver, rho, g, phi, settings, seeds=(0, 1)):
     """Rows (sampler, steps, sigma_min, nfe, mean and median rel L2 of seed 0, seed spread)."""
-    norm = np.linalg.norm(phi.reshape(len(phi), -1), axis=1)
     model = solver.config.model
     default_min = model.sigma_min
     rows = []
@@ -29,9 +29,9 @@ def sweep(solver, rho, g, phi, settings, seeds=(0, 1)):
         for sampler, steps, sigma_min in settings:
             model.sigma_min = sigma_min
             runs = [solver.solve(rho, g, sampler=sampler, steps=steps, seed=s, return_info=True) for s in seeds]
-            err = np.linalg.norm((runs[0][0] - phi).reshape(len(phi), -1), axis=1) / norm
+            err = metrics.relative_l2(runs[0][0], phi)
             stack = np.stack([r[0] for r in runs])
-            spread = np.linalg.norm((stack - stack.mean(0)).reshape(len(seeds), len(phi), -1), axis=2).mean(0) / norm
+            spread = metrics.seed_spread(stack, phi)
             rows.append({"sampler": sampler, "steps": steps, "sigma_min": sigma_min, "nfe": runs[0][1].nfe,
                          "rel_l2": float(err.mean()), "rel_l2_median": float(np.median(err)),
                          "seed_spread": float(spread.mean())})

@@ -126,8 +126,7 @@ def accuracy(solver, case_list, *, samplers, nfes, guidance: float, polish: int,
             sub = slice(0, min(len(rho), 16))
             runs = np.stack([solver.solve(rho[sub], g[sub], sampler=sampler, steps=steps, seed=s, **grid)
                              for s in range(seeds)])
-            spread = (np.linalg.norm((runs - runs.mean(axis=0)).reshape(seeds, runs.shape[1], -1), axis=2).mean(axis=0)
-                      / np.linalg.norm(runs.mean(axis=0).reshape(runs.shape[1], -1), axis=1))
+            spread = metrics.seed_spread(runs)
             nfe = solver.solve(rho[:1], g[:1], sampler=sampler, steps=steps, return_info=True, **grid)[1].nfe
             add(f"{label}, {seeds} seeds (first {len(runs[0])} samples)", runs[0], np.nan, nfe,
                 {"seed_spread": float(np.mean(spread))}, sub)

@@ -35,6 +35,18 @@ def boundary_error(phi, g) -> np.ndarray:
     return np.where(scale > 0, err / np.where(scale > 0, scale, 1.0), err)
 
 
+def seed_spread(runs, ref=None) -> np.ndarray:
+    """Seed-to-seed spread per sample of ``runs`` (S seeds, B, N, N): the mean over seeds of
+    ||phi_seed - mean|| / ||ref|| (``ref`` defaults to the mean over seeds)."""
+    runs = np.asarray(runs, dtype=np.float64)
+    if runs.ndim != 4 or len(runs) < 2:
+        raise ValueError(f"runs has shape {runs.shape}; expected (seeds >= 2, B, N, N)")
+    mean = runs.mean(axis=0)
+    dev = np.stack([np.linalg.norm(_flat(r - mean), axis=1) for r in runs]).mean(axis=0)
+    den = np.linalg.norm(_flat(mean if ref is None else ref), axis=1)
+    return np.where(den > 0, dev / np.where(den > 0, den, 1.0), dev)
+
+
 def report(problem, phi, fields: dict, ref=None) -> dict[str, np.ndarray]:
     """All figures for a batch: relative L2 and max error (with ``ref``), boundary error, residual."""
     names = problem.condition_fields

@@ -11,18 +11,25 @@ from pdediff.config import Config
 from pdediff.training import train
 
 
+def tiny_checkpoint(dataset, out, precond="edm", valid=False):
+    """A two-step U-Net on the tiny dataset: enough to run the harness end to end."""
+    c = Config(name="b")
+    c.data.train = [str(dataset / "train.h5")]
+    if valid:
+        c.data.valid = [str(dataset / "valid.h5")]
+    c.model.network_kwargs = {"model_channels": 8, "channel_mult": [1, 2], "attention_levels": []}
+    c.model.precond = precond
+    c.train.steps, c.train.batch_size, c.train.valid_every, c.train.warmup_steps = 2, 4, 0, 1
+    return train(c, out, progress=False)
+
+
 def test_steps_for_nfe():
     assert [2 * steps_for("heun", n) - 1 for n in (2, 4, 8, 18, 35)] == [1, 3, 7, 17, 35]
     assert steps_for("euler", 8) == 8
 
 
 def test_benchmark_writes_tables_netcdf_and_figures(tiny_dataset, tmp_path):
-    c = Config(name="b")
-    c.data.train = [str(tiny_dataset / "train.h5")]
-    c.data.valid = [str(tiny_dataset / "valid.h5")]
-    c.model.network_kwargs = {"model_channels": 8, "channel_mult": [1, 2], "attention_levels": []}
-    c.train.steps, c.train.batch_size, c.train.valid_every, c.train.warmup_steps = 2, 4, 0, 1
-    ckpt = train(c, tmp_path / "run", progress=False)
+    ckpt = tiny_checkpoint(tiny_dataset, tmp_path / "run", valid=True)
     out = tmp_path / "results"
     rc = main(["--checkpoint", str(ckpt), "--data", str(tiny_dataset / "test.h5"), "--samples", "4",
                "--nfe", "2,4", "--sizes", "17", "--batches", "1,2", "--seeds", "2", "--polish", "4",
@@ -48,12 +55,7 @@ def test_benchmark_writes_tables_netcdf_and_figures(tiny_dataset, tmp_path):
 def test_sampling_sweep_writes_its_table(tiny_dataset, tmp_path):
     from benchmarks.sampling import main as sampling_main
 
-    c = Config(name="s")
-    c.data.train = [str(tiny_dataset / "train.h5")]
-    c.model.network_kwargs = {"model_channels": 8, "channel_mult": [1, 2], "attention_levels": []}
-    c.model.precond = "x0"
-    c.train.steps, c.train.batch_size, c.train.valid_every, c.train.warmup_steps = 2, 4, 0, 1
-    ckpt = train(c, tmp_path / "run", progress=False)
+    ckpt = tiny_checkpoint(tiny_dataset, tmp_path / "run", precond="x0")
     out = tmp_path / "sampling.md"
     assert sampling_main(["--checkpoint", str(ckpt), "--data", str(tiny_dataset / "valid.h5"), "--samples", "3",
                           "--sigma-min", "0.002", "--out", str(out)]) == 0
@@ -67,12 +69,7 @@ def test_sampling_sweep_writes_its_table(tiny_dataset, tmp_path):
 def test_families_compares_models_case_by_case(tiny_dataset, tmp_path):
     from benchmarks.families import main as families_main
 
-    c = Config(name="f")
-    c.data.train = [str(tiny_dataset / "train.h5")]
-    c.model.network_kwargs = {"model_channels": 8, "channel_mult": [1, 2], "attention_levels": []}
-    c.model.precond = "x0"
-    c.train.steps, c.train.batch_size, c.train.valid_every, c.train.warmup_steps = 2, 4, 0, 1
-    ckpt = str(train(c, tmp_path / "run", progress=False))
+    ckpt = str(tiny_checkpoint(tiny_dataset, tmp_path / "run", precond="x0"))
     out = tmp_path / "families.md"
     assert families_main(["--checkpoints", f"{ckpt},{ckpt}", "--data", str(tiny_dataset / "test.h5"),
                           "--samples", "2", "--out", str(out)]) == 0
