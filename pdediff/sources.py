@@ -132,6 +132,14 @@ class Blobs(Family):
         return gaussian_sum(grid, stack["centres"], stack["widths"], stack["charges"])
 
 
+def _cosine_series(grid: Grid, coeff: np.ndarray, rms: np.ndarray) -> np.ndarray:
+    """sum_kl coeff[b, k, l] cos(k pi x) cos(l pi y) at the nodes, rescaled to node RMS ``rms[b]``."""
+    k = np.arange(coeff.shape[-1])
+    basis = np.cos(np.pi * grid.x[:, None] * k[None, :])
+    field = basis @ coeff @ basis.T
+    return field * (rms / np.sqrt(np.mean(field**2, axis=(-2, -1))))[:, None, None]
+
+
 @dataclass(frozen=True)
 class GaussianRandomField(Family):
     """Smooth zero-mean Gaussian random field with a power-law cosine spectrum.
@@ -155,10 +163,7 @@ class GaussianRandomField(Family):
         for b, rng in enumerate(rngs):
             xi[b] = rng.standard_normal((self.modes, self.modes))
             target[b] = _uniform(rng, self.rms)
-        basis = np.cos(np.pi * grid.x[:, None] * k[None, :])
-        field = basis @ (xi * spectrum) @ basis.T
-        rms = np.sqrt(np.mean(field**2, axis=(-2, -1)))
-        return field * (target / rms)[:, None, None]
+        return _cosine_series(grid, xi * spectrum, target)
 
 
 @dataclass(frozen=True)
@@ -187,10 +192,7 @@ class RoughField(Family):
             alpha = _uniform(rng, self.alpha)
             coeff[b] = rng.standard_normal((self.modes, self.modes)) * wave ** (-alpha / 2)
             target[b] = _uniform(rng, self.rms)
-        basis = np.cos(np.pi * grid.x[:, None] * k[None, :])
-        field = basis @ coeff @ basis.T
-        rms = np.sqrt(np.mean(field**2, axis=(-2, -1)))
-        return field * (target / rms)[:, None, None]
+        return _cosine_series(grid, coeff, target)
 
 
 @dataclass(frozen=True)
