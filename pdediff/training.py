@@ -109,26 +109,18 @@ def build_loss(config: Config, sigma_data: float):
 def _init_state(config: Config, path) -> tuple[dict, Normalisation]:
     """Weights (EMA, else raw) and normalisation of checkpoint ``path`` to fine-tune from."""
     try:
-        tensors, meta = load_checkpoint(path)
+        source = Solver.from_checkpoint(path)  # validates the file, its metadata and weights
     except ValueError as exc:
         raise ValueError(f"train.init={str(path)!r} cannot be used: {exc}") from None
-    try:
-        source = Config.from_dict(meta["config"])
-        norm = Normalisation.from_dict(meta["normalisation"])
-    except (KeyError, TypeError, ValueError) as exc:
-        raise ValueError(f"train.init={str(path)!r} has incomplete metadata: {exc}") from None
-    mine, theirs = config.model, source.model
+    mine, theirs = config.model, source.config.model
     for key in ("network", "network_kwargs", "precond"):
         if getattr(mine, key) != getattr(theirs, key):
             raise ValueError(f"train.init={str(path)!r} has model.{key}={getattr(theirs, key)!r}, but this "
                              f"config has {getattr(mine, key)!r}; expected the same network to fine-tune")
-    if source.data.problem != config.data.problem:
-        raise ValueError(f"train.init={str(path)!r} solves {source.data.problem!r}, not "
+    if source.config.data.problem != config.data.problem:
+        raise ValueError(f"train.init={str(path)!r} solves {source.config.data.problem!r}, not "
                          f"data.problem={config.data.problem!r}")
-    weights = group(tensors, "ema") or group(tensors, "model")
-    if not weights:
-        raise ValueError(f"train.init={str(path)!r} holds no model weights")
-    return {k: v.float() for k, v in weights.items()}, norm
+    return source.denoiser.state_dict(), source.norm
 
 
 class Trainer:
