@@ -6,12 +6,16 @@ Example:
         --boundary zero --seed 0 --out datasets/poisson64
 
 Writes ``train.h5``, ``valid.h5``, ``test.h5`` and ``card.json`` into ``--out`` (see
-datasets/README.md). Invalid arguments and refused outputs exit with status 2.
+datasets/README.md). Invalid arguments and refused outputs exit with status 2; Ctrl-C stops
+the run with status 130, keeping the ``.partial`` files for ``--resume``.
 """
 
 from __future__ import annotations
 
 import argparse
+import signal
+import sys
+import threading
 
 from tqdm import tqdm
 
@@ -42,10 +46,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 class ProgressBars:
-    """A tqdm bar per split (samples/s), fed by the generator's callback."""
+    """A tqdm bar per split (samples/s), fed by the generator's callback.
+
+    Also the SIGINT handler of a run (:meth:`on_sigint`): Python drops a ``KeyboardInterrupt``
+    raised while it runs a finalizer or weakref callback (h5py runs many), so the callback raises
+    it again after the next block, and :meth:`unraisablehook` keeps the dropped one off stderr.
+    """
 
     def __init__(self, disable: bool):
-        self.disable, self.bar = disable, None
+        self.disable, self.bar, self.interrupted = disable, None, False
+        self.hook = sys.unraisablehook
 
     def __call__(self, info: dict) -> None:
         if info["event"] == "start":
@@ -54,6 +64,16 @@ class ProgressBars:
                             unit="sample", disable=self.disable)
         else:
             self.bar.update(info["done"] - self.bar.n)
+        if self.interrupted:
+            raise KeyboardInterrupt
+
+    def on_sigint(self, signum, frame) -> None:
+        self.interrupted = True
+        raise KeyboardInterrupt
+
+    def unraisablehook(self, unraisable) -> None:
+        if not (self.interrupted and issubclass(unraisable.exc_type, KeyboardInterrupt)):
+            self.hook(unraisable)
 
     def close(self) -> None:
         if self.bar is not None:
@@ -64,6 +84,11 @@ def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     progress = ProgressBars(disable=args.quiet)
+    handle = threading.current_thread() is threading.main_thread() and \
+        signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    if handle:
+        signal.signal(signal.SIGINT, progress.on_sigint)
+        sys.unraisablehook = progress.unraisablehook
     try:
         shard = parse_shard(args.shard)
         card = make_card(
@@ -78,6 +103,15 @@ def main(argv=None) -> int:
     except (ValueError, FileExistsError) as exc:
         progress.close()
         parser.error(str(exc))
+    except KeyboardInterrupt:
+        progress.close()
+        print(f"{parser.prog}: interrupted; the .partial files in {args.out} are kept, "
+              "rerun with --resume to continue", file=sys.stderr)
+        return 130
+    finally:
+        if handle:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+            sys.unraisablehook = progress.hook
     progress.close()
     for split, result in results.items():
         print(f"{split}: {result.count} samples in {result.path}")

@@ -29,22 +29,30 @@ def main(argv=None) -> int:
             if args.steps < 1:
                 raise ValueError(f"--steps={args.steps}; expected an integer >= 1")
             config.train.steps = args.steps
-        from pdediff.training import CHECKPOINT, export_checkpoint, train
-
         if args.resume and args.overwrite:
             raise ValueError("--resume and --overwrite contradict each other; pass one")
+        if args.half and not args.export:
+            raise ValueError("--half applies to --export; pass --export FILE as well")
         config.validate()
+        from pdediff.training import CHECKPOINT, Trainer, check_export, export_checkpoint
+
         out = Path(args.out or Path("runs") / config.name)
         ckpt = out / CHECKPOINT
         if ckpt.exists() and not (args.resume or args.overwrite):
             raise ValueError(f"--out={str(out)!r} already holds a checkpoint; pass --resume or --overwrite")
-        if args.overwrite and ckpt.exists():
-            ckpt.unlink()
-            (out / "metrics.jsonl").unlink(missing_ok=True)
-        path = train(config, out, resume=args.resume, progress=not args.no_progress)
-        print(f"checkpoint: {path}")
         if args.export:
-            print(f"exported: {export_checkpoint(path, args.export, half=args.half, config=config)}")
+            check_export(args.export)
+            if Path(args.export).resolve() == ckpt.resolve():
+                raise ValueError(f"--export={args.export!r} is the run's own checkpoint; expected another file")
+        # checks the config, device, data and any checkpoint to resume, then loads the data
+        trainer = Trainer(config, out, resume=args.resume, progress=not args.no_progress)
+        if args.overwrite and trainer.rank == 0:
+            ckpt.unlink(missing_ok=True)  # only now that the new run is known to start
+        path = trainer.run()
+        if trainer.rank == 0:
+            print(f"checkpoint: {path}")
+            if args.export:
+                print(f"exported: {export_checkpoint(path, args.export, half=args.half, config=config)}")
     except ValueError as exc:
         p.exit(2, f"train.py: error: {exc}\n")
     return 0

@@ -21,6 +21,20 @@ from pdediff.atomic import atomic_path
 FORMAT = "pdediff-checkpoint"
 FORMAT_VERSION = 1
 META_KEY = "pdediff"
+#: Bounds on the JSON metadata: a real checkpoint's is a few kB, nested a few levels deep.
+MAX_META_BYTES = 16_000_000
+MAX_META_DEPTH = 64
+
+
+def _depth(doc) -> int:
+    """Nesting depth of a parsed JSON document (iterative: no recursion on hostile input)."""
+    deepest, stack = 0, [(doc, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, (dict, list)):
+            deepest = max(deepest, depth)
+            stack.extend((child, depth + 1) for child in (node.values() if isinstance(node, dict) else node))
+    return deepest
 
 
 def save_checkpoint(path, tensors: dict[str, torch.Tensor], meta: dict) -> Path:
@@ -57,7 +71,10 @@ def read_metadata(path) -> dict:
         try:
             header = json.loads(fh.read(n))
             ends = [v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"]
-        except (json.JSONDecodeError, UnicodeDecodeError, AttributeError, KeyError, TypeError, IndexError):
+            if not isinstance(header.get("__metadata__") or {}, dict) or not all(isinstance(e, int) for e in ends):
+                raise TypeError("__metadata__ is not a mapping or offsets are not integers")
+        except (json.JSONDecodeError, UnicodeDecodeError, AttributeError, KeyError, TypeError, IndexError,
+                RecursionError):
             raise ValueError(f"checkpoint={str(path)!r} has a corrupt safetensors header") from None
     if ends and 8 + n + max(ends) > size:
         raise ValueError(
@@ -69,10 +86,19 @@ def read_metadata(path) -> dict:
             f"checkpoint={str(path)!r} is a safetensors file but not a pdediff checkpoint "
             f"(no {META_KEY!r} metadata)"
         )
+    if isinstance(meta, str) and len(meta) > MAX_META_BYTES:
+        raise ValueError(f"checkpoint={str(path)!r} has {len(meta):,} characters of {META_KEY!r} metadata; "
+                         f"expected at most {MAX_META_BYTES:,}")
     try:
         doc = json.loads(meta)
     except (json.JSONDecodeError, TypeError):
         raise ValueError(f"checkpoint={str(path)!r} has corrupt {META_KEY!r} metadata (not JSON)") from None
+    except RecursionError:
+        raise ValueError(f"checkpoint={str(path)!r} has {META_KEY!r} metadata nested too deeply to parse; "
+                         f"expected at most {MAX_META_DEPTH} levels") from None
+    if _depth(doc) > MAX_META_DEPTH:
+        raise ValueError(f"checkpoint={str(path)!r} has {META_KEY!r} metadata nested {_depth(doc)} levels deep; "
+                         f"expected at most {MAX_META_DEPTH}")
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
         found = doc.get("format") if isinstance(doc, dict) else type(doc).__name__
         raise ValueError(f"checkpoint={str(path)!r} has format {found!r}; expected {FORMAT!r}")

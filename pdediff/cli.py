@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 import time
 from pathlib import Path
 
@@ -14,60 +15,130 @@ from pdediff.plotting import plot_rows
 
 
 def read_array(spec: str, default_key: str) -> np.ndarray:
-    """Read ``FILE.npy``, ``FILE.npz[:key]`` or ``FILE.h5[:dataset]`` as a NumPy array."""
+    """Read ``FILE.npy``, ``FILE.npz[:key]`` or ``FILE.h5[:dataset]`` as a NumPy array.
+
+    Raises:
+        ValueError: naming ``spec``, for a missing, unreadable or corrupt file, an empty
+            .npz, or a missing key (or an HDF5 group where a dataset is expected).
+    """
     path, _, key = spec.partition(":") if not os.path.exists(spec) else (spec, "", "")
     p = Path(path)
     if not p.is_file():
         raise ValueError(f"{spec!r} does not exist; expected a .npy, .npz or .h5 file")
     suffix = p.suffix.lower()
+    if suffix not in (".npy", ".npz", ".h5", ".hdf5"):
+        raise ValueError(f"{spec!r} has suffix {suffix!r}; expected .npy, .npz or .h5")
+    kind = {".npy": "a .npy array", ".npz": "a .npz archive"}.get(suffix, "an HDF5 file")
     try:
-        if suffix == ".npy":
-            return np.load(p, allow_pickle=False)
-        if suffix == ".npz":
-            with np.load(p, allow_pickle=False) as z:
-                names = list(z.keys())
-                k = key or (default_key if default_key in names else names[0])
-                if k not in names:
-                    raise ValueError(f"{spec!r} has no array {k!r}; it holds {names}")
-                return z[k]
-        if suffix in (".h5", ".hdf5"):
-            import h5py
+        array, problem = _read_array(p, suffix, key, default_key, spec)
+    except Exception as exc:  # numpy, zipfile and h5py raise many types on damaged files
+        raise ValueError(f"{spec!r} could not be read as {kind} ({type(exc).__name__}: {exc})") from None
+    if problem:
+        raise ValueError(problem)
+    return array
 
-            with h5py.File(p, "r") as f:
-                k = key or default_key
-                if k not in f:
-                    raise ValueError(f"{spec!r} has no dataset {k!r}; it holds {sorted(f.keys())}")
-                return f[k][()]
-    except (OSError, EOFError) as exc:
-        raise ValueError(f"{spec!r} could not be read: {exc}") from None
-    raise ValueError(f"{spec!r} has suffix {suffix!r}; expected .npy, .npz or .h5")
+
+def _read_array(p: Path, suffix: str, key: str, default_key: str, spec: str):
+    """:func:`read_array` without its checks: ``(array, None)`` or ``(None, what is wrong)``."""
+    if suffix in (".npy", ".npz"):
+        with open(p, "rb") as fh:
+            head = fh.read(6)
+        if not head.startswith((b"\x93NUMPY",) if suffix == ".npy" else (b"PK\x03\x04", b"PK\x05\x06")):
+            writer = "numpy.save" if suffix == ".npy" else "numpy.savez"
+            return None, (f"{spec!r} is not a {suffix} file (it starts with {head!r}); "
+                          f"expected a file written by {writer}")
+    if suffix == ".npy":
+        return np.load(p, allow_pickle=False), None
+    if suffix == ".npz":
+        with np.load(p, allow_pickle=False) as z:
+            names = list(z.keys())
+            if not names:
+                return None, f"{spec!r} is an empty .npz archive; expected at least one array"
+            k = key or (default_key if default_key in names else names[0])
+            if k not in names:
+                return None, f"{spec!r} has no array {k!r}; it holds {names}"
+            return z[k], None
+    import h5py
+
+    with h5py.File(p, "r") as f:
+        k = key or default_key
+        if k not in f:
+            return None, f"{spec!r} has no dataset {k!r}; it holds {sorted(f.keys())}"
+        if not isinstance(f[k], h5py.Dataset):
+            return None, f"{spec!r}: {k!r} is an HDF5 group, not a dataset; it holds {sorted(f[k].keys())}"
+        return f[k][()], None
 
 
 def check_writable(argument: str, path: str, suffixes) -> None:
-    """Refuse an output path with the wrong suffix or an unwritable folder, before any work."""
+    """Refuse an output path with the wrong suffix, that is a folder, or whose folder cannot
+    take a new file, before any work.
+
+    Raises:
+        ValueError: naming ``argument`` and ``path``.
+    """
     p = Path(path)
     if p.suffix.lower() not in suffixes:
         raise ValueError(f"{argument}={path!r} has suffix {p.suffix!r}; expected one of {', '.join(suffixes)}")
+    if p.is_dir():
+        raise ValueError(f"{argument}={path!r} is a folder; expected a file path")
+    if p.exists() and not p.is_file():
+        raise ValueError(f"{argument}={path!r} exists and is not a regular file; expected a file path")
     folder = p.parent if str(p.parent) else Path(".")
     if not folder.is_dir() or not os.access(folder, os.W_OK):
         raise ValueError(f"{argument}={path!r}: folder {str(folder)!r} does not exist or is not writable")
+    try:  # os.access trusts the mode bits; /proc and read-only mounts refuse anyway
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        raise ValueError(
+            f"{argument}={path!r}: folder {str(folder)!r} is not writable ({exc.strerror or exc})"
+        ) from None
 
 
 def write_array(path: str, name: str, arr: np.ndarray) -> None:
-    """Write ``arr`` to .npy/.npz/.h5 under a temporary name, then rename."""
+    """Write ``arr`` to .npy/.npz/.h5 under a temporary name, then rename.
+
+    Raises:
+        ValueError: naming ``--out`` and ``path``, if the path is refused or the write fails.
+    """
     p = Path(path)
     suffix = p.suffix.lower()
     check_writable("--out", path, (".npy", ".npz", ".h5", ".hdf5"))
-    with atomic_path(p, suffix=suffix) as tmp:
-        if suffix == ".npy":
-            np.save(tmp, arr)
-        elif suffix == ".npz":
-            np.savez(tmp, **{name: arr})
-        else:
-            import h5py
+    try:
+        with atomic_path(p, suffix=suffix) as tmp:
+            if suffix == ".npy":
+                np.save(tmp, arr)
+            elif suffix == ".npz":
+                np.savez(tmp, **{name: arr})
+            else:
+                import h5py
 
-            with h5py.File(tmp, "w") as f:
-                f.create_dataset(name, data=arr)
+                with h5py.File(tmp, "w") as f:
+                    f.create_dataset(name, data=arr)
+    except OSError as exc:
+        raise ValueError(f"--out={path!r} could not be written ({exc.strerror or exc})") from None
+
+
+def check_device(argument: str, device: str) -> None:
+    """Refuse a torch device that does not parse or that this machine cannot use.
+
+    Raises:
+        ValueError: naming ``argument`` and ``device``.
+    """
+    import torch
+
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"{argument}={device!r} is not a torch device; expected e.g. 'cpu' or 'cuda'") from None
+    try:
+        torch.empty(0, device=dev)
+    except Exception as exc:  # RuntimeError: no such device; AssertionError: torch built without CUDA
+        available = ["cpu", *(["cuda"] if torch.cuda.is_available() else [])]
+        raise ValueError(
+            f"{argument}={device!r} is not available on this machine ({str(exc).splitlines()[0]}); "
+            f"expected one of {available}"
+        ) from None
 
 
 def solve_main(args) -> int:
@@ -77,6 +148,7 @@ def solve_main(args) -> int:
     check_writable("--out", args.out, (".npy", ".npz", ".h5", ".hdf5"))
     if args.plot:
         check_writable("--plot", args.plot, (".png",))
+    check_device("--device", args.device)
     solver = pdediff.load_solver(args.checkpoint, device=args.device)
     problem = solver.problem
     first, *others = problem.condition_fields

@@ -41,8 +41,43 @@ class Normalisation:
 
     @classmethod
     def from_dict(cls, d: dict) -> "Normalisation":
-        return cls(field_rms=dict(d["field_rms"]), solution_rms=float(d["solution_rms"]),
-                   sigma_data=float(d["sigma_data"]))
+        """Rebuild from :meth:`to_dict`'s output (e.g. a checkpoint's metadata), checking every value.
+
+        Raises:
+            ValueError: naming the key and value when a key is missing or a scale is not a
+                positive finite number (``field_rms`` must also be a non-empty mapping).
+        """
+        if not isinstance(d, dict):
+            raise ValueError(f"normalisation={d!r} is invalid; expected a mapping with field_rms, solution_rms "
+                             "and sigma_data")
+        missing = [k for k in ("field_rms", "solution_rms", "sigma_data") if k not in d]
+        if missing:
+            raise ValueError(f"normalisation lacks {missing}; expected field_rms, solution_rms and sigma_data")
+        rms = d["field_rms"]
+        if not isinstance(rms, dict) or not rms or not all(isinstance(k, str) for k in rms):
+            raise ValueError(f"normalisation.field_rms={rms!r} is invalid; expected a non-empty mapping from "
+                             "condition field names to positive numbers")
+
+        def scale(key: str, value) -> float:
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < np.inf:
+                raise ValueError(f"normalisation.{key}={value!r} is invalid; expected a finite number > 0")
+            return float(value)
+
+        return cls(field_rms={k: scale(f"field_rms.{k}", v) for k, v in rms.items()},
+                   solution_rms=scale("solution_rms", d["solution_rms"]),
+                   sigma_data=scale("sigma_data", d["sigma_data"]))
+
+    def validate(self, problem: Problem) -> "Normalisation":
+        """Check that every condition field of ``problem`` has a scale in ``field_rms``.
+
+        Raises:
+            ValueError: naming the fields that are missing.
+        """
+        missing = [k for k in problem.condition_fields if k not in self.field_rms]
+        if missing:
+            raise ValueError(f"normalisation.field_rms={self.field_rms!r} lacks {missing}; expected a scale "
+                             f"for every condition field of problem {problem.name!r} {list(problem.condition_fields)}")
+        return self
 
 
 def channel_names(problem: Problem) -> list[str]:

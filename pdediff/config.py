@@ -8,19 +8,35 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import re
+import types
+import typing
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+#: Largest value of any integer setting in ``model.network_kwargs`` (widths, depths, modes), and
+#: most entries of a list there: beyond these a network does not fit any machine.
+MAX_NETWORK_SIZE = 4096
+MAX_NETWORK_LIST = 16
+MAX_NOTES_DEPTH = 16
+#: A run name is a plain folder name under ``runs/``: no path separators, not ``.`` or ``..``.
+NAME_PATTERN = re.compile(r"[A-Za-z0-9_.-]+")
+
 
 @dataclass
 class DataConfig:
-    """Where the training data live and which problem they belong to."""
+    """Where the training data live and which problem they belong to.
 
-    train: list[str] = field(default_factory=lambda: ["datasets/poisson64/train.h5"])
-    valid: list[str] = field(default_factory=lambda: ["datasets/poisson64/valid.h5"])
+    ``train`` and ``valid`` are lists of files read as one dataset, or one file, folder or glob
+    pattern (as :func:`pdediff.data.resolve_paths` reads them).
+    """
+
+    train: list[str] | str = field(default_factory=lambda: ["datasets/poisson64/train.h5"])
+    valid: list[str] | str = field(default_factory=lambda: ["datasets/poisson64/valid.h5"])
     problem: str = "poisson"
     max_train_samples: int | None = None
     stats_samples: int = 4096
@@ -79,7 +95,17 @@ class Config:
     notes: dict[str, Any] = field(default_factory=dict)
 
     def validate(self) -> "Config":
-        """Raise ``ValueError`` naming the first setting that cannot work."""
+        """Raise ``ValueError`` naming the first setting that cannot work.
+
+        Checks the type of every field (as :meth:`from_dict` does), then ranges and the sizes in
+        ``model.network_kwargs``; cheap, so call it before any work.
+        """
+        for section, key, hint in _FIELD_TYPES:
+            obj = self if section is None else getattr(self, section)
+            _check_type(getattr(obj, key), hint, key if section is None else f"{section}.{key}")
+        if not NAME_PATTERN.fullmatch(self.name) or self.name in (".", ".."):
+            raise ValueError(f"name={self.name!r} is invalid; expected a plain run name of letters, digits and "
+                             "'-_.' (it names the folder runs/<name>; pass --out for another place)")
         t, m = self.train, self.model
         positive = {"model.steps": m.steps, "train.steps": t.steps, "train.batch_size": t.batch_size, "train.log_every": t.log_every,
                     "train.checkpoint_every": t.checkpoint_every, "train.valid_samples": t.valid_samples,
@@ -87,14 +113,25 @@ class Config:
         for name, value in positive.items():
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"{name}={value!r} is invalid; expected an integer >= 1")
-        for name, value in {"train.warmup_steps": t.warmup_steps, "train.valid_every": t.valid_every}.items():
+        optional = {"train.threads": t.threads, "data.max_train_samples": self.data.max_train_samples}
+        for name, value in optional.items():
+            if value is not None and value < 1:
+                raise ValueError(f"{name}={value!r} is invalid; expected an integer >= 1 or null")
+        for name, value in {"train.warmup_steps": t.warmup_steps, "train.valid_every": t.valid_every,
+                            "train.seed": t.seed}.items():
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 raise ValueError(f"{name}={value!r} is invalid; expected an integer >= 0")
         numbers = {"train.lr": t.lr, "train.grad_clip": t.grad_clip, "model.sigma_min": m.sigma_min,
                    "model.sigma_max": m.sigma_max, "train.P_std": t.P_std}
+        if m.sigma_data is not None:
+            numbers["model.sigma_data"] = m.sigma_data
         for name, value in numbers.items():
-            if not isinstance(value, (int, float)) or isinstance(value, bool) or not value > 0:
-                raise ValueError(f"{name}={value!r} is invalid; expected a number > 0")
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 < value < math.inf:
+                raise ValueError(f"{name}={value!r} is invalid; expected a finite number > 0")
+        for name, value in {"train.weight_decay": t.weight_decay, "train.P_mean": t.P_mean}.items():
+            if not math.isfinite(value) or (name == "train.weight_decay" and value < 0):
+                raise ValueError(f"{name}={value!r} is invalid; expected a finite number"
+                                 + (" >= 0" if name == "train.weight_decay" else ""))
         if not m.sigma_min < m.sigma_max:
             raise ValueError(f"model.sigma_min={m.sigma_min} must be below model.sigma_max={m.sigma_max}")
         if not 0 <= t.ema_decay < 1:
@@ -105,6 +142,13 @@ class Config:
             raise ValueError(f"train.lr_decay={t.lr_decay!r} is invalid; expected 'cosine' or 'constant'")
         if not self.data.train:
             raise ValueError("data.train is empty; expected at least one training file")
+        if t.valid_every and not self.data.valid:
+            raise ValueError("data.valid is empty; expected at least one validation file (or train.valid_every: 0)")
+        if not t.device:
+            raise ValueError("train.device='' is invalid; expected 'auto', 'cpu', 'cuda' or 'cuda:K'")
+        check_network_kwargs(m.network_kwargs)
+        if _depth(self.notes) > MAX_NOTES_DEPTH:  # checkpoints refuse deeply nested metadata
+            raise ValueError(f"notes are nested {_depth(self.notes)} levels deep; expected at most {MAX_NOTES_DEPTH}")
         return self
 
     # ------------------------------------------------------------ conversions
@@ -138,13 +182,97 @@ class Config:
         path = Path(path)
         if not path.is_file():
             raise ValueError(f"config={str(path)!r} does not exist; expected a YAML or JSON file")
-        text = path.read_text()
         try:
+            text = path.read_text(encoding="utf-8")
             if path.suffix == ".json":
                 return cls.from_json(text)
             return cls.from_yaml(text)
-        except (json.JSONDecodeError, yaml.YAMLError) as exc:
+        except (json.JSONDecodeError, yaml.YAMLError, UnicodeDecodeError) as exc:
             raise ValueError(f"config={str(path)!r} is not valid YAML/JSON: {exc}") from None
+        except RecursionError:
+            raise ValueError(f"config={str(path)!r} is nested too deeply; expected a YAML/JSON run config") from None
+
+
+def check_network_kwargs(kwargs: dict, where: str = "model.network_kwargs") -> None:
+    """Refuse network settings too large for any machine before a network is built.
+
+    Every integer in ``kwargs`` (widths, depths, Fourier modes, also inside lists) must be at most
+    :data:`MAX_NETWORK_SIZE`, every list at most :data:`MAX_NETWORK_LIST` long. The network's
+    constructor checks the rest; :func:`pdediff.model.check_network` bounds the parameter count.
+
+    Raises:
+        ValueError: naming the key, its value and the bound.
+    """
+    if not isinstance(kwargs, dict):
+        raise ValueError(f"{where}={kwargs!r} is invalid; expected a mapping")
+    for key, value in kwargs.items():
+        items = value if isinstance(value, (list, tuple)) else [value]
+        if isinstance(value, (list, tuple)) and len(value) > MAX_NETWORK_LIST:
+            raise ValueError(f"{where}.{key} has {len(value)} entries; expected at most {MAX_NETWORK_LIST}")
+        for item in items:
+            if isinstance(item, (int, float)) and not isinstance(item, bool) and not abs(item) <= MAX_NETWORK_SIZE:
+                raise ValueError(f"{where}.{key}={value!r} is too large; expected values of at most "
+                                 f"{MAX_NETWORK_SIZE} (larger networks do not fit in memory)")
+
+
+def _depth(doc) -> int:
+    """Nesting depth of mappings and lists in ``doc`` (iterative: no recursion on hostile input)."""
+    deepest, stack = 0, [(doc, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, (dict, list, tuple)):
+            deepest = max(deepest, depth)
+            stack.extend((child, depth + 1) for child in (node.values() if isinstance(node, dict) else node))
+    return deepest
+
+
+def _type_name(hint) -> str:
+    if hint is Any:
+        return "any value"
+    if hint is type(None):
+        return "null"
+    args = typing.get_args(hint)
+    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
+        return " or ".join(_type_name(a) for a in args)
+    origin = typing.get_origin(hint)
+    if origin is list:
+        return "a list of " + {str: "strings", int: "integers", float: "floats"}.get(args[0], str(args[0]))
+    if origin is dict:
+        return "a mapping"
+    return {int: "an integer", float: "a float", str: "a string", bool: "true or false"}.get(hint, str(hint))
+
+
+def _matches(value, hint) -> bool:
+    if hint is Any:
+        return True
+    if hint is type(None):
+        return value is None
+    args = typing.get_args(hint)
+    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
+        return any(_matches(value, a) for a in args)
+    origin = typing.get_origin(hint)
+    if origin is list:
+        return isinstance(value, list) and all(_matches(v, args[0]) for v in value)
+    if origin is dict:
+        return isinstance(value, dict) and all(_matches(k, args[0]) for k in value)
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:  # bools are not integers here
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:  # an integer is a number too
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    return isinstance(value, hint)
+
+
+def _check_type(value, hint, key: str):
+    """``value`` (ints given for floats as floats) or a ValueError naming ``key``, the value and the type."""
+    if not _matches(value, hint):
+        raise ValueError(f"{key}={value!r} has type {type(value).__name__}; expected {_type_name(hint)}")
+    union = isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union
+    options = typing.get_args(hint) if union else (hint,)
+    if float in options and int not in options and isinstance(value, int):
+        return float(value)
+    return value
 
 
 def _from_dict(cls, d, where: str):
@@ -154,16 +282,18 @@ def _from_dict(cls, d, where: str):
     unknown = sorted(set(d) - set(known))
     if unknown:
         raise ValueError(f"{where} has unknown key(s) {unknown}; expected some of {sorted(known)}")
+    hints = typing.get_type_hints(cls)
     kwargs = {}
     for name, value in d.items():
         sub = _SUBCONFIGS.get(name) if cls is Config else None
         if sub is not None:
-            kwargs[name] = _from_dict(sub, value or {}, f"{where}.{name}")
-        elif isinstance(value, list) and name == "channel_mult":
-            kwargs[name] = tuple(value)
+            kwargs[name] = _from_dict(sub, {} if value is None else value, f"{where}.{name}")
         else:
-            kwargs[name] = value
+            kwargs[name] = _check_type(value, hints[name], f"{where}.{name}".removeprefix("config."))
     return cls(**kwargs)
 
 
 _SUBCONFIGS = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig}
+#: (section, key, type) of every setting, for :meth:`Config.validate`.
+_FIELD_TYPES = [(None, k, h) for k, h in typing.get_type_hints(Config).items() if k not in _SUBCONFIGS] + [
+    (section, k, h) for section, cls in _SUBCONFIGS.items() for k, h in typing.get_type_hints(cls).items()]

@@ -44,6 +44,10 @@ class FileInfo:
     attrs: dict
 
 
+class _Rejected(ValueError):
+    """A file that :func:`inspect_file` read but refuses (its message names the file)."""
+
+
 def _attr(value):
     if isinstance(value, bytes):
         return value.decode()
@@ -58,7 +62,8 @@ def inspect_file(path: str | os.PathLike) -> FileInfo:
     Raises:
         ValueError: the file is missing, not readable HDF5 (e.g. truncated), lacks the
             attributes or datasets of a pdediff dataset, has inconsistent shapes, or was left
-            incomplete by an interrupted run.
+            incomplete by an interrupted run. Every error h5py raises on a corrupt file becomes
+            a ``ValueError`` naming the file.
     """
     path = Path(path)
     if not path.is_file():
@@ -68,13 +73,13 @@ def inspect_file(path: str | os.PathLike) -> FileInfo:
             attrs = {k: _attr(v) for k, v in f.attrs.items()}
             missing = [k for k in REQUIRED_ATTRS if k not in attrs]
             if missing or attrs["format"] != FORMAT:
-                raise ValueError(
+                raise _Rejected(
                     f"{path}: not a pdediff dataset (missing attribute(s) {missing or ['format']}); "
                     f"expected an HDF5 file written by generate_data.py with format={FORMAT!r}"
                 )
             n, count = int(attrs["N"]), int(attrs["count"])
             if int(attrs["completed"]) < count:
-                raise ValueError(
+                raise _Rejected(
                     f"{path}: incomplete dataset ({attrs['completed']} of {count} samples written); "
                     "finish it with generate_data.py --resume"
                 )
@@ -82,17 +87,24 @@ def inspect_file(path: str | os.PathLike) -> FileInfo:
             dtypes = set()
             for name in fields:
                 if name not in f or not isinstance(f[name], h5py.Dataset):
-                    raise ValueError(f"{path}: missing dataset {name!r}; expected datasets {list(fields)}")
+                    raise _Rejected(f"{path}: missing dataset {name!r}; expected datasets {list(fields)}")
                 if f[name].shape != (count, n, n):
-                    raise ValueError(
+                    raise _Rejected(
                         f"{path}: dataset {name!r} has shape {f[name].shape}; expected {(count, n, n)}"
                     )
                 dtypes.add(f[name].dtype)
                 if count:
                     f[name][count - 1]  # reads the last chunk: catches truncated data
+    except _Rejected:
+        raise
     except OSError as exc:
         raise ValueError(
             f"{path}: not a readable HDF5 file ({exc}); the file may be truncated or corrupt"
+        ) from None
+    except Exception as exc:  # h5py raises KeyError, RuntimeError, TypeError... on damaged files
+        raise ValueError(
+            f"{path}: not a readable pdediff dataset ({type(exc).__name__}: {exc}); "
+            "the file may be corrupt or missing datasets"
         ) from None
     if len(dtypes) > 1:
         raise ValueError(f"{path}: fields have mixed dtypes {sorted(map(str, dtypes))}; expected one")
@@ -106,8 +118,10 @@ def resolve_paths(path_or_paths, split: str = "train") -> list[Path]:
     shards, which must all be present.
 
     Raises:
-        ValueError: nothing matches, or shards are missing from a folder.
+        ValueError: ``path_or_paths`` is neither a path nor a list of paths, nothing matches,
+            or shards are missing from a folder.
     """
+    expected = "expected a dataset folder, a file, a glob pattern, or a list of files (str or os.PathLike)"
     if isinstance(path_or_paths, (str, os.PathLike)):
         text = os.fspath(path_or_paths)
         if Path(text).is_dir():
@@ -118,7 +132,13 @@ def resolve_paths(path_or_paths, split: str = "train") -> list[Path]:
                 raise ValueError(f"path={text!r} matches no files; expected dataset files (.h5)")
             return [Path(m) for m in matches]
         return [Path(text)]
-    paths = [Path(p) for p in path_or_paths]
+    if isinstance(path_or_paths, (bytes, dict)) or not hasattr(path_or_paths, "__iter__"):
+        raise ValueError(f"path_or_paths={path_or_paths!r} is not valid; {expected}")
+    items = list(path_or_paths)
+    bad = [p for p in items if not isinstance(p, (str, os.PathLike))]
+    if bad:
+        raise ValueError(f"path_or_paths={items!r} holds {bad[0]!r}, not a path; {expected}")
+    paths = [Path(p) for p in items]
     if not paths:
         raise ValueError("paths is empty; expected at least one dataset file")
     return paths
@@ -202,7 +222,7 @@ class ShardReader:
             lo, hi = int(local.min()), int(local.max()) + 1
             try:
                 out[sel] = files[f][name][lo:hi, rows, cols][local - lo]
-            except OSError as exc:
+            except (OSError, KeyError, RuntimeError) as exc:
                 raise ValueError(f"{self.infos[f].path}: cannot read {name!r} ({exc}); the file may be corrupt") from None
         return out
 

@@ -7,7 +7,13 @@ computed in fixed blocks (:func:`default_block_size`, aligned to multiples of th
 in the split's global index), solved with the problem's ``fast_solve`` (or
 ``reference_solve``) and written one block at a time to ``<name>.h5.partial``; the attribute
 ``completed`` is updated after each flushed block, and the file is renamed to its final name
-only when complete.
+only when complete. A resumed file is rewritten once when complete, in the order of an
+uninterrupted run, so that its bytes too equal those of an uninterrupted run.
+
+A run holds an exclusive lock on ``.lock`` in the output folder (``.lock-KKKKK-of-MMMMM`` for
+shard K of M) from before it touches any output until it ends, so that a second run on the
+same output is refused instead of truncating the first one's files; the lock file holds the
+pid of its owner and is removed on exit.
 
 The file layout is documented in ``datasets/README.md``.
 """
@@ -15,12 +21,17 @@ The file layout is documented in ``datasets/README.md``.
 from __future__ import annotations
 
 import collections
+import contextlib
 import dataclasses
+import errno
+import fcntl
 import itertools
 import json
 import multiprocessing
 import os
+import signal
 import tempfile
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -214,12 +225,24 @@ def compute_block(block: Block) -> dict[str, np.ndarray]:
     return fields
 
 
+def _init_worker() -> None:
+    """Pool initializer: workers ignore Ctrl-C, which reaches the whole process group.
+
+    The parent alone handles it (and terminates the pool); a worker interrupted while
+    sending a result would leave the pool hanging on a truncated message.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def _blocks_in_order(blocks: list[Block], workers: int):
-    """Yield computed blocks in order; with workers > 1 at most 2 * workers are in flight."""
+    """Yield computed blocks in order; with workers > 1 at most 2 * workers are in flight.
+
+    Closing the generator (or an exception in it, e.g. ``KeyboardInterrupt``) terminates the pool.
+    """
     if workers == 1:
         yield from map(compute_block, blocks)
         return
-    with multiprocessing.get_context().Pool(workers) as pool:
+    with multiprocessing.get_context().Pool(workers, initializer=_init_worker) as pool:
         todo = iter(blocks)
         pending = collections.deque(pool.apply_async(compute_block, (b,)) for b in itertools.islice(todo, 2 * workers))
         while pending:
@@ -228,6 +251,77 @@ def _blocks_in_order(blocks: list[Block], workers: int):
             if following is not None:
                 pending.append(pool.apply_async(compute_block, (following,)))
             yield result
+
+
+# ---------------------------------------------------------------------------- the lock
+_HELD_LOCKS: set[int] = set()  # descriptors of the locks this process holds
+
+
+def _close_held_locks() -> None:
+    """In a forked child: drop the inherited lock descriptors (the parent keeps the locks)."""
+    for fd in _HELD_LOCKS:
+        with contextlib.suppress(OSError):
+            os.close(fd)
+    _HELD_LOCKS.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_close_held_locks)
+
+
+def lock_filename(shard: tuple[int, int] = (0, 1)) -> str:
+    """``.lock`` for an unsharded run, else ``.lock-00003-of-00008``."""
+    index, count = shard
+    return ".lock" if count == 1 else f".lock-{index:05d}-of-{count:05d}"
+
+
+@contextlib.contextmanager
+def output_lock(out_dir: str | os.PathLike, shard: tuple[int, int] = (0, 1)):
+    """Hold an exclusive lock on the output of shard ``shard`` in ``out_dir`` (which must exist).
+
+    ``fcntl.flock`` on :func:`lock_filename` in ``out_dir``, which holds the owner's pid; the
+    file is removed on exit. The kernel releases the lock of a killed process; the stale file
+    left behind is reused by the next run.
+
+    Raises:
+        ValueError: another process (or another open of the lock in this one) holds it.
+    """
+    path = Path(out_dir) / lock_filename(shard)
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            if exc.errno not in (errno.EAGAIN, errno.EWOULDBLOCK, errno.EACCES):
+                os.close(fd)  # a filesystem without flock: go on unlocked, as before locks existed
+                warnings.warn(
+                    f"{path}: cannot lock ({exc.strerror}); concurrent runs on out={str(out_dir)!r} are not detected"
+                )
+                yield path
+                return
+            holder = os.read(fd, 64).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise ValueError(
+                f"out={str(out_dir)!r} is being written by another generate_data.py run (pid {holder}, "
+                f"lock {path}); wait for it to finish or choose another --out"
+            ) from None
+        try:
+            same = os.stat(path).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(fd)  # its owner removed the file as we opened it: lock the new one
+    _HELD_LOCKS.add(fd)
+    try:
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        yield path
+    finally:
+        with contextlib.suppress(OSError):
+            path.unlink()
+        _HELD_LOCKS.discard(fd)
+        os.close(fd)
 
 
 # ---------------------------------------------------------------------------- one split
@@ -256,12 +350,56 @@ def _file_attrs(card: DatasetCard, split: str, shard: tuple[int, int]) -> dict:
     }
 
 
+def _block_spans(start: int, stop: int, first: int, size: int) -> list[tuple[int, int]]:
+    """Sample ranges of the blocks from ``first`` to ``stop``, aligned to multiples of ``size``."""
+    edges = [first, *range((first // size + 1) * size, stop, size), stop]
+    return [(a, b) for a, b in zip(edges[:-1], edges[1:]) if b > a]
+
+
+def _create_file(path: Path, card: DatasetCard, attrs: dict) -> h5py.File:
+    """Create an empty split file (``completed = 0``) and return it open for writing."""
+    f = h5py.File(path, "w")
+    for name in card.fields:
+        f.create_dataset(
+            name, shape=(attrs["count"], card.n, card.n), maxshape=(None, card.n, card.n),
+            chunks=(1, card.n, card.n), dtype=card.dtype, **COMPRESSION,
+        )
+    f.attrs.update({**attrs, "completed": 0})
+    f.flush()
+    return f
+
+
+def _write_block(f: h5py.File, card: DatasetCard, rows: slice, arrays: dict[str, np.ndarray]) -> None:
+    """Write one block's rows of every field, then mark them completed and flush."""
+    for name in card.fields:
+        f[name][rows] = arrays[name].astype(card.dtype)
+    f.attrs["completed"] = rows.stop
+    f.flush()
+
+
+def _rewrite(partial: Path, card: DatasetCard, attrs: dict) -> None:
+    """Write a finished, resumed ``partial`` afresh, block by block as an uninterrupted run does.
+
+    Reopening an HDF5 file moves its metadata, so a resumed file holds the same arrays as an
+    uninterrupted run but other bytes; replaying the writes makes the files byte-identical.
+    The rewrite replaces ``partial`` atomically: an interrupted rewrite leaves it as it was.
+    """
+    start = attrs["start"]
+    with atomic.atomic_path(partial, suffix=".tmp") as tmp:
+        with h5py.File(partial, "r") as src, _create_file(tmp, card, attrs) as f:
+            for a, b in _block_spans(start, start + attrs["count"], start, card.block_size):
+                rows = slice(a - start, b - start)
+                _write_block(f, card, rows, {name: src[name][rows] for name in card.fields})
+
+
 def _same_run(path: Path, attrs: dict) -> None:
     """Raise unless the file at ``path`` was written with the same attributes."""
     try:
         with h5py.File(path, "r") as f:
             differ = sorted(k for k, v in attrs.items() if f.attrs.get(k) != v)
     except OSError as exc:
+        if "lock" in str(exc).lower():  # HDF5's own file lock: a live writer that is not ours
+            raise ValueError(f"{path}: cannot be resumed, another process has it open ({exc})") from None
         raise ValueError(f"{path}: cannot be resumed ({exc}); rerun with --overwrite") from None
     if differ:
         raise ValueError(
@@ -288,8 +426,9 @@ def generate_split(
         split: one of ``card.counts``.
         shard: ``(K, M)``: write samples :func:`shard_range` of the split.
         workers: processes computing blocks (the result does not depend on it).
-        resume: continue ``<file>.partial`` from its last flushed block; a complete final
-            file from the same settings is kept as is.
+        resume: continue ``<file>.partial`` from its last flushed block (and rewrite it once
+            complete, see :func:`_rewrite`); a complete final file from the same settings is
+            kept as is.
         overwrite: replace existing output.
         callback: called with ``{"split", "event", "done", "total"}`` once at the start
             (``event="start"``) and after each flushed block (``event="block"``).
@@ -299,8 +438,18 @@ def generate_split(
 
     Raises:
         FileExistsError: output (or a partial file) exists and neither flag allows it.
-        ValueError: a partial or final file to resume has different settings.
+        ValueError: a partial or final file to resume has different settings, or another
+            run holds the output's lock (:func:`output_lock`).
     """
+    with output_lock(out_dir, shard):
+        return _generate_split(
+            card, split, out_dir, shard=shard, workers=workers, resume=resume,
+            overwrite=overwrite, callback=callback,
+        )
+
+
+def _generate_split(card, split, out_dir, *, shard, workers, resume, overwrite, callback) -> SplitResult:
+    """:func:`generate_split` with the output's lock already held."""
     final = Path(out_dir) / split_filename(split, shard)
     partial = final.with_name(final.name + ".partial")
     attrs = _file_attrs(card, split, shard)
@@ -314,37 +463,30 @@ def generate_split(
         raise FileExistsError(
             f"{partial} is left from an interrupted run; pass --resume to continue it or --overwrite to restart"
         )
-    if partial.exists() and resume:
+    resumed = partial.exists() and resume
+    if resumed:
         _same_run(partial, attrs)
         f = h5py.File(partial, "r+")
     else:
-        f = h5py.File(partial, "w")
-        for name in card.fields:
-            f.create_dataset(
-                name, shape=(count, card.n, card.n), maxshape=(None, card.n, card.n),
-                chunks=(1, card.n, card.n), dtype=card.dtype, **COMPRESSION,
-            )
-        f.attrs.update({**attrs, "completed": 0})
-        f.flush()
+        f = _create_file(partial, card, attrs)
     with f:
         done = int(f.attrs["completed"])
         start = attrs["start"]
-        first, size = start + done, card.block_size
-        edges = [first, *range((first // size + 1) * size, start + count, size), start + count]
         blocks = [
             Block(card.problem, card.n, card.source, card.boundary, card.seed, card.split_index[split], a, b)
-            for a, b in zip(edges[:-1], edges[1:]) if b > a
+            for a, b in _block_spans(start, start + count, start + done, card.block_size)
         ]
         if callback:
             callback({"split": split, "event": "start", "done": done, "total": count})
-        for block, arrays in zip(blocks, _blocks_in_order(blocks, workers)):
-            rows = slice(block.start - start, block.stop - start)
-            for name in card.fields:
-                f[name][rows] = arrays[name].astype(card.dtype)
-            f.attrs["completed"] = rows.stop
-            f.flush()
-            if callback:
-                callback({"split": split, "event": "block", "done": rows.stop, "total": count})
+        # closing the generator on any exit (Ctrl-C included) stops the workers
+        with contextlib.closing(_blocks_in_order(blocks, workers)) as computed:
+            for block, arrays in zip(blocks, computed):
+                rows = slice(block.start - start, block.stop - start)
+                _write_block(f, card, rows, arrays)
+                if callback:
+                    callback({"split": split, "event": "block", "done": rows.stop, "total": count})
+    if resumed:
+        _rewrite(partial, card, attrs)
     atomic.commit(partial, final)
     return SplitResult(final, count, count - done)
 
@@ -421,7 +563,9 @@ def generate_dataset(
 
     All outputs are checked before anything is computed, so a refused run writes nothing.
     ``card.json`` describes the whole dataset (identical for every shard) and is written
-    when the splits are complete.
+    when the splits are complete. The shard's lock (:func:`output_lock`) is taken before any
+    output is looked at and held until the end, so a concurrent run on the same output is
+    refused before it can touch the files of this one.
 
     Args:
         out_dir: dataset folder (created if missing).
@@ -432,7 +576,8 @@ def generate_dataset(
         ``{split: SplitResult}``.
 
     Raises:
-        ValueError: bad arguments, an unwritable folder, or a card.json of another dataset.
+        ValueError: bad arguments, an unwritable folder, a card.json of another dataset, or
+            another run writing the same output (the message names its pid).
         FileExistsError: output exists and neither ``resume`` nor ``overwrite`` is set.
     """
     out_dir = Path(out_dir)
@@ -443,6 +588,13 @@ def generate_dataset(
     if not (shard[1] == card.shards and 0 <= shard[0] < shard[1]):
         raise ValueError(f"shard={shard[0]}/{shard[1]} is not valid; expected K/{card.shards} with 0 <= K < {card.shards}")
     _check_out_dir(out_dir)
+    with output_lock(out_dir, shard):
+        return _generate_dataset(out_dir, card, shard=shard, workers=workers, resume=resume,
+                                 overwrite=overwrite, callback=callback)
+
+
+def _generate_dataset(out_dir, card, *, shard, workers, resume, overwrite, callback) -> dict[str, SplitResult]:
+    """:func:`generate_dataset` with the output's lock already held."""
     card_path = out_dir / "card.json"
     if card_path.exists() and not overwrite and DatasetCard.load(card_path) != card:
         raise ValueError(f"{card_path} describes a different dataset; pass --overwrite or choose another --out")
@@ -454,7 +606,7 @@ def generate_dataset(
                 if candidate.exists():
                     raise FileExistsError(f"{candidate} exists; pass --overwrite to replace it or --resume to continue")
     results = {
-        split: generate_split(
+        split: _generate_split(
             card, split, out_dir, shard=shard, workers=workers, resume=resume,
             overwrite=overwrite, callback=callback,
         )
@@ -473,7 +625,9 @@ __all__ = [
     "default_block_size",
     "generate_dataset",
     "generate_split",
+    "lock_filename",
     "make_card",
+    "output_lock",
     "parse_shard",
     "sample_rngs",
     "shard_range",

@@ -12,6 +12,7 @@ import json
 import math
 import os
 import platform
+import re
 import time
 from pathlib import Path
 
@@ -21,17 +22,22 @@ import torch.distributed as dist
 
 from pdediff import __version__, metrics
 from pdediff.atomic import write_text
-from pdediff.checkpoint import group, load_checkpoint, prefixed, save_checkpoint
+from pdediff.checkpoint import group, load_checkpoint, prefixed, read_metadata, save_checkpoint
 from pdediff.conditioning import Normalisation, encode, encode_solution, fit_normalisation
 from pdediff.config import Config
-from pdediff.data import load_arrays, read_card
+from pdediff.data import ShardReader, load_arrays, read_card
 from pdediff.losses import LOSSES
-from pdediff.model import build_denoiser
+from pdediff.model import build_denoiser, check_network
 from pdediff.problems import get_problem
+from pdediff.samplers import SAMPLERS
 from pdediff.sdes import SDES
 from pdediff.solver import Solver
 
 CHECKPOINT = "checkpoint.safetensors"
+METRICS = "metrics.jsonl"
+#: Temporary files of the run folder's atomic writes (``<name>.<pid>.tmp``, pdediff.atomic):
+#: any found when a run starts were left by a killed process.
+STALE_TMP = re.compile(rf"(?:{re.escape(CHECKPOINT)}|{re.escape(METRICS)}|config\.yaml)\.\d+\.tmp")
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -44,12 +50,34 @@ def _distributed() -> tuple[int, int]:
     return (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
 
 
-def _device(name: str) -> torch.device:
+def resolve_device(name: str) -> torch.device:
+    """``train.device`` as a torch device; ``auto`` is this process's GPU when there is one, else the CPU.
+
+    Raises:
+        ValueError: ``name`` is not a device, or names one that this machine or torch build lacks.
+    """
     if name == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
         return torch.device("cpu")
-    return torch.device(name)
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError, ValueError):
+        raise ValueError(f"train.device={name!r} is not a torch device; expected 'auto', 'cpu', 'cuda' or "
+                         "'cuda:K'") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            why = "this torch build has no CUDA support" if torch.version.cuda is None else "no GPU is visible"
+            raise ValueError(f"train.device={name!r} is not available: {why}; expected 'auto' or 'cpu'")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ValueError(f"train.device={name!r} is not available: {torch.cuda.device_count()} GPU(s) "
+                             f"are visible; expected an index below that")
+    elif device.type == "mps":
+        if not torch.backends.mps.is_available():
+            raise ValueError(f"train.device={name!r} is not available on this machine; expected 'auto' or 'cpu'")
+    elif device.type != "cpu":
+        raise ValueError(f"train.device={name!r} is not supported; expected 'auto', 'cpu', 'cuda' or 'cuda:K'")
+    return device
 
 
 def hardware() -> dict:
@@ -110,6 +138,7 @@ def _init_state(config: Config, path) -> tuple[dict, Normalisation]:
     """Weights (EMA, else raw) and normalisation of checkpoint ``path`` to fine-tune from."""
     try:
         source = Solver.from_checkpoint(path)  # validates the file, its metadata and weights
+        source.norm.validate(source.problem)
     except ValueError as exc:
         raise ValueError(f"train.init={str(path)!r} cannot be used: {exc}") from None
     mine, theirs = config.model, source.config.model
@@ -123,15 +152,211 @@ def _init_state(config: Config, path) -> tuple[dict, Normalisation]:
     return source.denoiser.state_dict(), source.norm
 
 
+def check_export(path, argument: str = "--export") -> Path:
+    """Refuse an export path that cannot be written, before training rather than after it.
+
+    Raises:
+        ValueError: ``path`` lacks the ``.safetensors`` suffix, is a folder, or its folder does
+            not exist or refuses a new file (checked by creating and removing a temporary one).
+    """
+    p = Path(path)
+    if p.suffix != ".safetensors":
+        raise ValueError(f"{argument}={str(path)!r} has suffix {p.suffix!r}; expected a .safetensors file")
+    if p.is_dir():
+        raise ValueError(f"{argument}={str(path)!r} is a folder; expected a file name")
+    folder = p.parent
+    if not folder.is_dir():
+        raise ValueError(f"{argument}={str(path)!r}: folder {str(folder)!r} does not exist; expected an "
+                         "existing, writable folder")
+    probe = folder / f"{p.name}.{os.getpid()}.tmp"
+    try:
+        os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        probe.unlink()
+    except OSError as exc:
+        raise ValueError(f"{argument}={str(path)!r}: folder {str(folder)!r} is not writable ({exc.strerror}); "
+                         "expected a writable folder") from None
+    return p
+
+
+def read_metrics(path) -> list[tuple[str, int]]:
+    """The records of a run's ``metrics.jsonl`` as ``(line, step)`` pairs.
+
+    A last line without its newline (the write cut short by a kill) is dropped.
+
+    Raises:
+        ValueError: naming the file and line number of a line that is not a JSON object with an
+            integer ``step``.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{path}: cannot be read ({exc}); expected the run's JSON-lines metrics log") from None
+    lines = text.split("\n")
+    cut = lines.pop() if lines else ""  # "" when the text ends with a newline
+    records = []
+    for number, line in enumerate([*lines, cut], start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+            step = record["step"]
+            if not isinstance(step, int) or isinstance(step, bool):
+                raise TypeError(f"step={step!r} is not an integer")
+        except (json.JSONDecodeError, KeyError, TypeError, IndexError, RecursionError) as exc:
+            if number == len(lines) + 1:  # the last write was interrupted
+                break
+            raise ValueError(f"{path}: line {number} is not a JSON object with an integer 'step' ({exc}); "
+                             "expected one record per line: fix or delete that line") from None
+        records.append((line, step))
+    return records
+
+
+def _check_split(key: str, paths, split: str, problem, net) -> tuple[int, int]:
+    """``(N, count)`` of a data split after checking that it can be read and trained on."""
+    try:
+        reader = ShardReader(paths, split)
+    except ValueError as exc:
+        raise ValueError(f"{key}={paths!r} cannot be read: {exc}") from None
+    info = reader.infos[0]
+    if info.problem != problem.name:
+        raise ValueError(f"{key}={paths!r} holds problem {info.problem!r}; expected data.problem={problem.name!r}")
+    missing = [k for k in (*problem.condition_fields, problem.solution_field) if k not in reader.fields]
+    if missing:
+        raise ValueError(f"{key}={paths!r} lacks field(s) {missing}; expected {list(reader.fields)} to include "
+                         f"those of problem {problem.name!r}")
+    try:
+        net.check_grid(reader.n, reader.n)
+    except ValueError as exc:
+        raise ValueError(f"{key}={paths!r} has N={reader.n}, which model.network_kwargs cannot train on: "
+                         f"{exc}") from None
+    return reader.n, len(reader)
+
+
+def _resume_metadata(config: Config, ckpt: Path, problem, net, world: int) -> dict:
+    """The metadata of checkpoint ``ckpt`` after checking that this config can resume it."""
+    meta = read_metadata(ckpt)
+    if "optimizer" not in meta:
+        raise ValueError(f"checkpoint={str(ckpt)!r} holds no optimiser state (an exported, inference-only "
+                         "checkpoint), so it cannot be resumed; to fine-tune from it, set train.init to its "
+                         "path and start a fresh run in another folder")
+    try:
+        theirs = Config.from_dict(meta["config"])
+        Normalisation.from_dict(meta["normalisation"]).validate(problem)
+        step, written_by = meta["step"], int(meta.get("run", {}).get("world_size", 1))
+        if not isinstance(step, int) or isinstance(step, bool) or step < 0:
+            raise ValueError(f"step={step!r} is not an integer >= 0")
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise ValueError(f"checkpoint={str(ckpt)!r} has invalid metadata: {exc}") from None
+    differ = [k for k in ("data.problem", "model.network", "model.precond", "model.sigma_data")
+              if _get(theirs, k) != _get(config, k)]
+    mine = other = None  # the networks' full constructor arguments, defaults included
+    if "model.network" not in differ:
+        try:
+            mine, other = net.config, check_network(theirs, problem).config
+        except (AttributeError, ValueError):
+            mine, other = config.model.network_kwargs, theirs.model.network_kwargs
+        differ += [f"model.network_kwargs.{k}" for k in sorted(set(mine) | set(other)) if mine.get(k) != other.get(k)]
+    if differ:
+        was = ", ".join(f"{k}={_get(theirs, k, other)!r}" for k in differ)
+        now = ", ".join(f"{k}={_get(config, k, mine)!r}" for k in differ)
+        raise ValueError(f"checkpoint={str(ckpt)!r} was trained with {was}, but the config has {now}; resume with "
+                         "the config it was trained with (config.yaml of its folder), or start a new run")
+    if written_by != world:
+        raise ValueError(f"checkpoint={str(ckpt)!r} was written by {written_by} process(es); resume it with "
+                         f"{written_by}, not {world}")
+    if (ckpt.parent / METRICS).is_file():
+        read_metrics(ckpt.parent / METRICS)
+    return meta
+
+
+def _get(config: Config, key: str, kwargs: dict | None = None):
+    """The setting ``key`` (dotted) of ``config``; network kwargs from ``kwargs`` when given."""
+    section, name = key.split(".", 1)
+    if section == "model" and name.startswith("network_kwargs."):
+        return (kwargs if kwargs is not None else config.model.network_kwargs).get(name.split(".", 1)[1])
+    return getattr(getattr(config, section), name)
+
+
+def check_run(config: Config, out_dir, *, resume: bool = False, world: int | None = None) -> dict | None:
+    """Check everything a run needs before any expensive work, so that it cannot fail later on input.
+
+    Checks the config (types, ranges, run name), ``train.device``, the network (built on the
+    meta device, its size bounded), the training and (with ``train.valid_every``) validation
+    splits: readable, of ``data.problem``, with its fields, on one grid that the network accepts,
+    with enough samples for ``world`` processes. With ``resume`` and a checkpoint in ``out_dir``:
+    that it holds optimiser state, was trained with the same network, problem and process count,
+    has a valid normalisation, and that ``metrics.jsonl`` is readable.
+
+    Args:
+        world: number of processes (default: ``$WORLD_SIZE``, else 1).
+
+    Returns:
+        The metadata of the checkpoint to resume from, or None for a fresh start.
+
+    Raises:
+        ValueError: naming the setting, file or key at fault and what was expected.
+    """
+    config.validate()
+    world = int(os.environ.get("WORLD_SIZE", "1")) if world is None else world
+    if config.model.sampler not in SAMPLERS:  # else the first validation would fail
+        raise ValueError(f"model.sampler={config.model.sampler!r} is unknown; expected one of {sorted(SAMPLERS)}")
+    build_loss(config, 1.0)  # train.loss
+    resolve_device(config.train.device)
+    problem = get_problem(config.data.problem)
+    net = check_network(config, problem)
+    n, count = _check_split("data.train", config.data.train, "train", problem, net)
+    try:
+        read_card(config.data.train)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"data.train={config.data.train!r} has no valid dataset card ({exc!r}); expected files "
+                         "written by generate_data.py") from None
+    limit = config.data.max_train_samples
+    if min(count, limit or count) < world:
+        raise ValueError(f"data.train={config.data.train!r} gives {min(count, limit or count)} training sample(s) "
+                         f"(data.max_train_samples={limit!r}); expected at least one per process ({world})")
+    if config.train.valid_every:
+        n_valid, count_valid = _check_split("data.valid", config.data.valid, "valid", problem, net)
+        if n_valid != n:
+            raise ValueError(f"data.valid={config.data.valid!r} has N={n_valid}, but data.train has N={n}; "
+                             "expected one grid")
+        if not count_valid:
+            raise ValueError(f"data.valid={config.data.valid!r} holds no samples; expected at least one "
+                             "(or train.valid_every: 0)")
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"out={str(out)!r} is a file; expected a run folder")
+    existing = next(p for p in (out, *out.absolute().parents) if p.exists())
+    if not os.access(existing, os.W_OK):
+        raise ValueError(f"out={str(out)!r}: {str(existing)!r} is not writable; expected a writable run folder")
+    ckpt = out / CHECKPOINT
+    if resume and ckpt.is_file():
+        return _resume_metadata(config, ckpt, problem, net, world)
+    return None
+
+
+def remove_stale_tmp(out_dir) -> list[Path]:
+    """Delete the temporary files that a killed run left in ``out_dir`` (:data:`STALE_TMP` names only)."""
+    removed = []
+    for path in Path(out_dir).iterdir():
+        if STALE_TMP.fullmatch(path.name) and path.is_file():
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
+
+
 class Trainer:
-    """One training run; see :func:`train`."""
+    """One training run; see :func:`train`.
+
+    Everything the run needs is checked (:func:`check_run`) before any data are loaded.
+    """
 
     def __init__(self, config: Config, out_dir, *, resume: bool = False, progress: bool = True):
-        config.validate()
         self.config = config
         self.out = Path(out_dir)
         self.rank, self.world = _distributed()
-        self.device = _device(config.train.device)
+        resume_from = check_run(config, self.out, resume=resume, world=self.world)
+        self.device = resolve_device(config.train.device)
         if config.train.threads:
             torch.set_num_threads(config.train.threads)
         self.problem = get_problem(config.data.problem)
@@ -139,14 +364,14 @@ class Trainer:
         self.ckpt_path = self.out / CHECKPOINT
 
         state = None
-        if resume and self.ckpt_path.is_file():
+        if resume_from is not None:
             state = load_checkpoint(self.ckpt_path, device="cpu")
         self.card = read_card(config.data.train)
         init = None
         if state is None and config.train.init:
             init = _init_state(config, config.train.init)
         if state is not None:
-            self.norm = Normalisation.from_dict(state[1]["normalisation"])
+            self.norm = Normalisation.from_dict(state[1]["normalisation"]).validate(self.problem)
         elif init is not None:
             self.norm = init[1]
         else:
@@ -181,20 +406,31 @@ class Trainer:
 
     # ------------------------------------------------------------------ state
     def _restore(self, tensors: dict, meta: dict) -> None:
-        world = int(meta.get("run", {}).get("world_size", 1))
-        if world != self.world:
-            raise ValueError(f"{self.ckpt_path} was written by {world} process(es); resume it with "
-                             f"{world}, not {self.world}")
-        self.model.load_state_dict(group(tensors, "model"))
-        self.ema.load_state_dict(group(tensors, "ema"))
-        _load_optimizer(self.opt, group(tensors, "optim"), meta["optimizer"])
-        self.index_gen.set_state(tensors[f"rng.index.{self.rank}"])
-        self.noise_gen.set_state(tensors[f"rng.noise.{self.rank}"].to(self.noise_gen.get_state().device))
+        try:
+            self.model.load_state_dict(group(tensors, "model"))
+            self.ema.load_state_dict(group(tensors, "ema"))
+            _load_optimizer(self.opt, group(tensors, "optim"), meta["optimizer"])
+            self.index_gen.set_state(tensors[f"rng.index.{self.rank}"])
+            self.noise_gen.set_state(tensors[f"rng.noise.{self.rank}"].to(self.noise_gen.get_state().device))
+            self.wall = float(meta.get("run", {}).get("wall_time_s", 0.0))
+        except (KeyError, RuntimeError, TypeError, ValueError, AttributeError) as exc:
+            raise ValueError(f"checkpoint={str(self.ckpt_path)!r} cannot be resumed: its tensors do not fit "
+                             f"this run ({exc!r})") from None
         self.step = int(meta["step"])
-        self.wall = float(meta.get("run", {}).get("wall_time_s", 0.0))
-        log = self.out / "metrics.jsonl"
-        if self.rank == 0 and log.is_file():  # forget what was logged after the checkpoint
-            kept = [line for line in log.read_text().splitlines() if json.loads(line).get("step", 0) <= self.step]
+
+    def _prepare_folder(self) -> None:
+        """Create the run folder (rank 0), drop killed writes' temporary files, write config.yaml,
+        and make metrics.jsonl agree with the step: on a fresh start it is replaced, on resume
+        the records after the checkpoint's step (logged by the run that was stopped) are dropped."""
+        self.out.mkdir(parents=True, exist_ok=True)
+        remove_stale_tmp(self.out)
+        write_text(self.out / "config.yaml", self.config.to_yaml())
+        log = self.out / METRICS
+        if self.step == 0:
+            if log.exists():
+                write_text(log, "")
+        elif log.is_file():
+            kept = [line for line, step in read_metrics(log) if step <= self.step]
             write_text(log, "".join(line + "\n" for line in kept))
 
     def _gather_rng(self, name: str, gen: torch.Generator) -> dict:
@@ -233,7 +469,7 @@ class Trainer:
     def _log(self, record: dict) -> None:
         if self.rank != 0:
             return
-        with open(self.out / "metrics.jsonl", "a") as fh:
+        with open(self.out / METRICS, "a") as fh:
             fh.write(json.dumps(record) + "\n")
 
     # ------------------------------------------------------------------ loop
@@ -256,7 +492,7 @@ class Trainer:
     def validate(self) -> dict:
         """Relative L2 and boundary error of the EMA model on the validation split (PF-ODE, Heun)."""
         t = self.config.train
-        arrays = load_arrays(self.config.data.valid, limit=t.valid_samples)
+        arrays = load_arrays(self.config.data.valid, limit=t.valid_samples, split="valid")
         solver = Solver(self.ema, self.config, self.norm, self.card, device=self.device)
         names = self.problem.condition_fields
         phi = solver.solve(*(arrays[k] for k in names), steps=t.valid_steps, batch_size=64)
@@ -270,8 +506,7 @@ class Trainer:
         t = self.config.train
         stop = t.steps if until is None else min(int(until), t.steps)
         if self.rank == 0:
-            self.out.mkdir(parents=True, exist_ok=True)
-            write_text(self.out / "config.yaml", self.config.to_yaml())
+            self._prepare_folder()
         bar = None
         if self.progress:
             from tqdm.auto import tqdm

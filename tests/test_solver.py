@@ -94,8 +94,8 @@ def test_polish_methods(solver, method):
 
 
 def test_resample_solves_on_the_training_grid(solver):
-    """On a finer grid, resample=True equals the training-grid solve of the restricted input,
-    prolonged by the spline, with the ring set to g exactly."""
+    """On a finer grid, resample=True equals the training-grid solve of the restricted input
+    (rho's ignored ring values dropped first), prolonged by the spline, with the ring set to g."""
     from pdediff.regrid import prolong, restrict, transfer_ring
 
     rng = np.random.default_rng(7)
@@ -104,12 +104,15 @@ def test_resample_solves_on_the_training_grid(solver):
     g = np.zeros_like(rho)
     g[:, 0, :] = np.sin(np.linspace(0, 3, n))
     phi = solver.solve(rho, g, steps=3, resample=True)
-    coarse = solver.solve(restrict(rho, N), transfer_ring(g, N), steps=3)
+    acting = np.where(POISSON.grid(n).boundary_mask, 0.0, rho)
+    coarse = solver.solve(restrict(acting, N), transfer_ring(g, N), steps=3)
     expected = prolong(coarse, n)
     ring = POISSON.grid(n).boundary_mask
     assert np.array_equal(phi[:, ring], g[:, ring])
-    np.testing.assert_allclose(phi[:, ~ring], expected[:, ~ring], rtol=1e-6, atol=1e-9)
-    np.testing.assert_allclose(phi[:, ::2, ::2][:, 1:-1, 1:-1], coarse[:, 1:-1, 1:-1], rtol=1e-6, atol=1e-9)
+    # float32 rounding: the two calls scale their (different) inputs by different peak values
+    tol = 1e-5 * np.abs(expected).max()
+    np.testing.assert_allclose(phi[:, ~ring], expected[:, ~ring], rtol=1e-5, atol=tol)
+    np.testing.assert_allclose(phi[:, ::2, ::2][:, 1:-1, 1:-1], coarse[:, 1:-1, 1:-1], rtol=1e-5, atol=tol)
     # a grid too small for the U-Net itself is fine: the network runs on its own grid
     assert solver.solve(rho[:, :6, :6], steps=3, resample=True).shape == (3, 6, 6)  # plain: refused, see test_bad_input
     # on the training grid, resample changes nothing

@@ -14,6 +14,14 @@ import numpy as np
 
 MIN_N = 5
 
+#: The magnitudes the solvers honour: a sample whose largest acting value |f| lies outside
+#: [MAGNITUDE_MIN, MAGNITUDE_MAX] (and is not exactly zero) gets a ValueError. Inside it, a linear
+#: problem is solved on the sample divided by that largest value, so that no intermediate
+#: (squares in float32, h^-2 in float64) leaves the floating-point range; the answer is then
+#: scaled back, exactly equivariant under any factor that keeps the sample in range.
+MAGNITUDE_MIN = 1e-200
+MAGNITUDE_MAX = 1e200
+
 
 @dataclass(frozen=True)
 class Grid:
@@ -100,7 +108,42 @@ def as_field(name: str, value, *, like: np.ndarray | None = None, dtype=None) ->
     if not np.all(np.isfinite(arr)):
         bad = int(np.size(arr) - np.count_nonzero(np.isfinite(arr)))
         raise ValueError(f"{name} contains {bad} NaN or inf value(s); expected finite numbers")
-    return arr
+    # flipped views and other negative or odd strides: torch and the sparse solvers want C order
+    return np.ascontiguousarray(arr)
+
+
+def sample_magnitude(fields: dict[str, np.ndarray], supports: dict[str, np.ndarray]) -> np.ndarray:
+    """Largest |value| of each sample over the nodes where each field acts, shape (B,) or ().
+
+    Raises:
+        ValueError: naming the field whose magnitude lies outside the honoured range
+            [MAGNITUDE_MIN, MAGNITUDE_MAX] (an all-zero sample is fine: its magnitude is 0).
+    """
+    peaks = []
+    for name, f in fields.items():
+        peak = np.max(np.abs(np.where(supports[name], f, 0.0)), axis=(-2, -1)).astype(np.float64)
+        peaks.append(peak)
+    m = np.max(np.stack(peaks), axis=0)
+    bad = (m != 0) & ((m < MAGNITUDE_MIN) | (m > MAGNITUDE_MAX))
+    if np.any(bad):
+        k = int(np.flatnonzero(np.atleast_1d(bad))[0])
+        culprit = max(fields, key=lambda name: float(np.atleast_1d(peaks[list(fields).index(name)])[k]))
+        value = float(np.atleast_1d(m)[k])
+        raise ValueError(
+            f"{culprit} has largest magnitude {value:.3g} (sample {k}); expected the largest |value| of a "
+            f"sample in [{MAGNITUDE_MIN:g}, {MAGNITUDE_MAX:g}] (or an all-zero sample): rescale the fields "
+            f"and the answer"
+        )
+    return m
+
+
+def check_finite(name: str, result: np.ndarray) -> np.ndarray:
+    """Never return a non-finite answer: raise a ValueError naming what overflowed instead."""
+    if not np.all(np.isfinite(result)):
+        raise ValueError(
+            f"{name} is not finite (values beyond the float64 range); expected fields of smaller magnitude"
+        )
+    return result
 
 
 class Problem:

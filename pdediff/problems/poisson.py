@@ -15,7 +15,7 @@ import scipy.fft
 import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 
-from pdediff.problems.base import Grid, Problem, as_field, boundary_mask
+from pdediff.problems.base import Grid, Problem, as_field, boundary_mask, check_finite, sample_magnitude
 
 
 @functools.lru_cache(maxsize=16)
@@ -127,6 +127,14 @@ class Poisson(Problem):
             g = as_field("g", g, like=rho)
         return rho, g
 
+    def _scaled(self, rho, g):
+        """``(rho / m, g / m, m)`` with m (shape (..., 1, 1)) the largest acting |value| of each
+        sample, so that the solves never overflow (see :data:`pdediff.problems.base.MAGNITUDE_MAX`)."""
+        ring = boundary_mask(rho.shape[-1])
+        m = sample_magnitude({"rho": rho, "g": g}, {"rho": ~ring, "g": ring})
+        m = np.where(m == 0, 1.0, m)[..., None, None]
+        return rho / m, g / m, m
+
     def residual(self, phi, rho, g=None) -> np.ndarray:
         """Residual of a candidate solution, same shape as ``phi``.
 
@@ -135,14 +143,16 @@ class Poisson(Problem):
         rho, g = self._inputs(rho, g)
         phi = as_field("phi", phi, like=rho)
         out = np.asarray(phi, dtype=np.float64) - g
-        out[..., 1:-1, 1:-1] = rho[..., 1:-1, 1:-1] - self.apply(phi)
-        return out
+        rho_s, _, m = self._scaled(rho, g)
+        out[..., 1:-1, 1:-1] = (rho_s[..., 1:-1, 1:-1] - self.apply(phi / m)) * m
+        return check_finite("the residual", out)
 
     def relative_residual(self, phi, rho, g=None) -> np.ndarray:
         """Per-sample ||rhs - A phi_int|| / ||rhs|| over the interior (lifted boundary data)."""
         rho, g = self._inputs(rho, g)
         phi = as_field("phi", phi, like=rho)
-        p = np.array(phi, dtype=np.float64, copy=True)
+        rho, g, m = self._scaled(rho, g)
+        p = np.array(phi / m, dtype=np.float64, copy=True)
         p[..., boundary_mask(p.shape[-1])] = 0.0
         b = self.rhs(rho, g)
         r = b - self.apply(p)
@@ -167,11 +177,12 @@ class Poisson(Problem):
             phi of the same shape as rho, float64.
         """
         rho, g = self._inputs(rho, g)
+        rho_s, g_s, m = self._scaled(rho, g)
         n = rho.shape[-1]
-        b = self.rhs(rho, g)
+        b = self.rhs(rho_s, g_s)
         batch = b.reshape(-1, (n - 2) ** 2)
         u = _factorisation(n).solve(np.ascontiguousarray(batch.T)).T
-        return self._assemble(u.reshape(b.shape), g)
+        return check_finite("phi", self._assemble(u.reshape(b.shape) * m, g))
 
     def fast_solve(self, rho, g=None) -> np.ndarray:
         """Exact discrete solution by the type-I discrete sine transform, O(N^2 log N).
@@ -180,11 +191,12 @@ class Poisson(Problem):
         lam_k + lam_l, lam_k = (2 - 2 cos(pi k / (N - 1))) / h^2.
         """
         rho, g = self._inputs(rho, g)
+        rho_s, g_s, m = self._scaled(rho, g)
         n = rho.shape[-1]
-        b = self.rhs(rho, g)
+        b = self.rhs(rho_s, g_s)
         b_hat = scipy.fft.dstn(b, type=1, axes=(-2, -1))
         u = scipy.fft.idstn(b_hat / _dst_eigenvalues(n), type=1, axes=(-2, -1))
-        return self._assemble(u, g)
+        return check_finite("phi", self._assemble(u * m, g))
 
     def iterative_solve(self, phi0, rho, g=None, *, maxiter: int = 1000, rtol: float = 1e-8,
                         method: str = "cg"):
@@ -211,17 +223,18 @@ class Poisson(Problem):
             raise ValueError(f"rtol={rtol!r} is invalid; expected a number >= 0")
         rho, g = self._inputs(rho, g)
         phi0 = as_field("phi0", phi0, like=rho)
+        rho_s, g_s, m = self._scaled(rho, g)
         n = rho.shape[-1]
         a = _operator(n)
         preconditioner = ITERATIVE[method](n)
-        b = self.rhs(rho, g).reshape(-1, (n - 2) ** 2)
-        u0 = np.asarray(phi0, dtype=np.float64)[..., 1:-1, 1:-1].reshape(-1, (n - 2) ** 2)
+        b = self.rhs(rho_s, g_s).reshape(-1, (n - 2) ** 2)
+        u0 = (np.asarray(phi0, dtype=np.float64) / m)[..., 1:-1, 1:-1].reshape(-1, (n - 2) ** 2)
         out = np.empty_like(b)
         iters = np.zeros(len(b), dtype=np.int64)
         for k in range(len(b)):
             out[k], iters[k] = _cg(a, b[k], u0[k], maxiter, rtol, preconditioner)
-        phi = self._assemble(out.reshape(rho[..., 1:-1, 1:-1].shape), g)
-        return phi, iters.reshape(rho.shape[:-2])
+        phi = self._assemble(out.reshape(rho[..., 1:-1, 1:-1].shape) * m, g)
+        return check_finite("phi", phi), iters.reshape(rho.shape[:-2])
 
 
 def _cg(a, b, x0, maxiter: int, rtol: float, preconditioner=None):
