@@ -22,7 +22,7 @@ import xarray as xr
 from xarray.backends import BackendArray
 from xarray.core import indexing
 
-from pdediff.generate import FORMAT, DatasetCard
+from pdediff.cards import FORMAT, DatasetCard
 
 REQUIRED_ATTRS = ("format", "problem", "N", "count", "completed", "condition_fields", "solution_field")
 SHARD_PATTERN = re.compile(r"^(?P<split>\w+)-(?P<index>\d{5})-of-(?P<count>\d{5})\.h5$")

@@ -511,7 +511,7 @@ def sample_ald(
     generator: Generator = None,
     callback: Callback = None,
     n_steps_each: int = 100,
-    step_lr: float = 2e-5,
+    step_lr: Optional[float] = None,
 ) -> tuple[torch.Tensor, int]:
     """Annealed Langevin dynamics (Song & Ermon 2019, Algorithm 1).
 
@@ -519,13 +519,18 @@ def sample_ald(
     ``x <- x + alpha_i / 2 * score(x, sigma_i) + sqrt(alpha_i) z`` with
     ``alpha_i = step_lr * sigma_i^2 / sigma_L^2`` (sigma_L the smallest non-zero level). If the
     schedule ends in 0 a final denoise ``x = D(x, sigma_L)`` follows (Jolicoeur-Martineau et al.
-    2021). The defaults (T = 100, eps = 2e-5) are the paper's, tuned for sigma_L = 0.01.
+    2021). The defaults are the paper's, T = 100 and eps = 2e-5 for sigma_L = 0.01; for another
+    sigma_L, ``step_lr=None`` keeps the paper's ratio alpha_L / sigma_L^2 = 0.2 (eps = 2e-5 *
+    (sigma_L / 0.01)^2): the step is stable only while alpha_L / sigma_L^2 < 2, so the paper's eps at
+    sigma_L = 0.002 diverges.
     nfe = (number of non-zero levels) * n_steps_each (+ 1 for the final denoise).
     """
     s = _sigma_list(sigmas)
     levels = [v for v in s if v > 0]
     D = _CountedDenoiser(denoiser, cond)
     sigma_last = levels[-1]
+    if step_lr is None:
+        step_lr = 2e-5 * (sigma_last / 0.01) ** 2
     for i, sigma in enumerate(levels):
         alpha = step_lr * (sigma / sigma_last) ** 2
         for _ in range(n_steps_each):

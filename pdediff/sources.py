@@ -334,7 +334,10 @@ BOUNDARIES: dict[str, Family] = {
 
 
 def _lookup(registry: dict[str, Family], spec: str, argument: str) -> Family:
-    names = [part.strip() for part in spec.split(",")] if isinstance(spec, str) else [spec]
+    if not isinstance(spec, str):
+        raise ValueError(f"{argument}={spec!r} is invalid; expected one of {sorted(registry)} or a comma-separated "
+                         f"list of them")
+    names = [part.strip() for part in spec.split(",")]
     for name in names:
         if name not in registry:
             raise ValueError(
@@ -391,6 +394,9 @@ def draw(n: int, count: int, *, source: str = "mixture", boundary: str = "zero",
     g; the default ``stream`` is one that the dataset generator's splits never use, so the
     draws are new samples of the family, unseen in training.
     """
+    for name, value, low in (("n", n, 5), ("count", count, 0), ("seed", seed, 0), ("stream", stream, 0)):
+        if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < low:
+            raise ValueError(f"{name}={value!r} is invalid; expected an integer >= {low}")
     grid = Grid(int(n))
     rho = get_source(source).sample(grid, [np.random.default_rng([seed, stream, k, 0]) for k in range(count)])
     g = get_boundary(boundary).sample(grid, [np.random.default_rng([seed, stream, k, 1]) for k in range(count)])
