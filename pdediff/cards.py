@@ -43,6 +43,8 @@ class DatasetCard:
     dirichlet_field: str | None = None
     source_params: dict = field(default_factory=dict)
     boundary_params: dict = field(default_factory=dict)
+    coefficient: str = ""
+    coefficient_params: dict = field(default_factory=dict)
     params: dict = field(default_factory=dict)
     dtype: str = "float32"
     shards: int = 1

@@ -29,7 +29,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from pdediff.sources import Family
+from pdediff.sources import Family, _lookup
 
 
 def _spectrum(modes: int, alpha: float, tau: float) -> np.ndarray:
@@ -92,18 +92,10 @@ COEFFICIENTS: dict[str, Family] = {
 }
 
 
-def get_coefficient(name: str) -> Family:
-    """Return the coefficient family registered under ``name``.
+def get_coefficient(spec: str) -> Family:
+    """Return the coefficient family named ``spec``, or a mixture for a comma list of names.
 
     Raises:
         ValueError: naming the unknown entry and the known names.
     """
-    try:
-        return COEFFICIENTS[name]
-    except (KeyError, TypeError):
-        raise ValueError(
-            f"coefficient={name!r} is not a known coefficient; expected one of {sorted(COEFFICIENTS)}"
-        ) from None
-
-
-__all__ = ["COEFFICIENTS", "LogNormalField", "ThresholdField", "get_coefficient"]
+    return _lookup(COEFFICIENTS, spec, "coefficient")

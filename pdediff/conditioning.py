@@ -1,11 +1,13 @@
 """From a problem's named fields to the network's input channels, and back.
 
-The problem declares its condition fields (for Poisson: ``rho`` and the Dirichlet data ``g``);
-this module turns them into condition channels (plus a boundary mask when the problem has
-Dirichlet data) and normalises each sample by its own scale. For a linear problem the solution
-is linear in the condition, so dividing every field of a sample by one signed scale ``s`` and
-multiplying the answer by ``s`` makes the solver exactly equivariant:
-``solve(c * fields) = c * solve(fields)`` for any ``c != 0``, and all-zero fields give exactly 0.
+The problem declares its condition fields and their roles (source, coefficient, Dirichlet
+data); this module turns them into condition channels (plus a boundary mask when the problem has
+Dirichlet data) and normalises each sample by its own scales. Coefficients and sources are
+first divided by the coefficients' geometric mean, which leaves the solution unchanged. For a
+linear problem the solution is then linear in the sources and Dirichlet data, so dividing them
+by one signed scale ``s`` and multiplying the answer by ``s`` makes the solver exactly
+equivariant: ``solve(c * fields) = c * solve(fields)`` for any ``c != 0`` (and, with
+coefficients, ``solve(c a, f, g) = solve(a, f / c, g)``); all-zero sources and data give 0.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import numpy as np
 import torch
 
 from pdediff.problems import Problem
-from pdediff.problems.base import boundary_mask
+from pdediff.problems.base import COEFFICIENT, DIRICHLET, boundary_mask
 
 MASK = "mask"
 
@@ -97,9 +99,14 @@ def dirichlet_channels(problem: Problem) -> tuple[int | None, int | None]:
 
 
 def _support(problem: Problem, name: str, n: int, device) -> torch.Tensor:
-    """1 where field ``name`` acts (boundary ring for Dirichlet data, interior otherwise)."""
-    ring = torch.tensor(boundary_mask(n), device=device)
-    return ring if name == problem.dirichlet_field else ~ring
+    """1 where field ``name`` acts (ring for Dirichlet data, interior for a source, all nodes
+    for a coefficient)."""
+    return torch.tensor(problem.support(name, n), device=device)
+
+
+def _scaled_fields(problem: Problem) -> list[str]:
+    """The fields the solution is homogeneous of degree one in (sources and Dirichlet data)."""
+    return [k for k in problem.condition_fields if problem.field(k).role != COEFFICIENT]
 
 
 def _mean_square(problem, name, f: torch.Tensor) -> torch.Tensor:
@@ -114,13 +121,37 @@ def _sign_weight(n: int, device, dtype) -> torch.Tensor:
     return 1.0 + t[None, :] + 2.0 * t[:, None]
 
 
+def coefficient_scale(problem: Problem, fields: dict[str, torch.Tensor]) -> torch.Tensor | None:
+    """Geometric mean of each sample's coefficient fields (B,), or None without coefficients.
+
+    Dividing the coefficients and the sources by it leaves the solution unchanged (the operator
+    is linear in the coefficients and the equation is linear in the sources), so the network
+    sees coefficients of unit geometric mean whatever their units.
+    """
+    names = problem.coefficient_fields
+    if not names:
+        return None
+    logs = torch.cat([fields[k].log().flatten(1) for k in names], dim=1)
+    return logs.mean(dim=1).exp()
+
+
+def normalise_coefficients(problem: Problem, fields: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Coefficients and sources divided by :func:`coefficient_scale` (the solution is unchanged)."""
+    c = coefficient_scale(problem, fields)
+    if c is None:
+        return fields
+    div = c[:, None, None]
+    return {k: (v / div if problem.field(k).role != DIRICHLET else v) for k, v in fields.items()}
+
+
 def sample_scale(problem: Problem, norm: Normalisation, fields: dict[str, torch.Tensor]) -> torch.Tensor:
-    """Signed per-sample scale ``s`` (shape (B,)), homogeneous of degree one in the fields.
+    """Signed per-sample scale ``s`` (shape (B,)), homogeneous of degree one in the source and
+    Dirichlet fields (coefficient fields do not enter; see :func:`normalise_coefficients`).
 
     The sign is that of a fixed positive weighting of the fields, or, where that vanishes, of
     the first nonzero value: either flips with the fields, so ``s(c f) = c s(f)`` for any c.
     """
-    names = problem.condition_fields
+    names = _scaled_fields(problem)
     ref = fields[names[0]]
     if not problem.linear:
         return torch.ones(ref.shape[0], device=ref.device, dtype=ref.dtype)
@@ -143,13 +174,18 @@ def encode(problem: Problem, norm: Normalisation, fields: dict[str, torch.Tensor
     """Condition channels (B, C, N, N) and per-sample scales (B,) for fields of shape (B, N, N).
 
     Each field is zeroed where it does not act; Dirichlet data are put in the units of the
-    normalised solution so that the denoiser can copy them onto the boundary ring.
+    normalised solution so that the denoiser can copy them onto the boundary ring; coefficients
+    enter as the logarithm of their ratio to the sample's geometric mean.
     """
+    fields = normalise_coefficients(problem, fields)
     s = sample_scale(problem, norm, fields)
     div = _safe(s)[:, None, None]
     n = fields[problem.condition_fields[0]].shape[-1]
     channels = []
     for name in problem.condition_fields:
+        if problem.field(name).role == COEFFICIENT:
+            channels.append(fields[name].log())
+            continue
         f = fields[name] * _support(problem, name, n, fields[name].device)
         unit = _unit(problem, norm, name)
         channels.append(f / (div * unit) if problem.linear else f / unit)
@@ -160,9 +196,11 @@ def encode(problem: Problem, norm: Normalisation, fields: dict[str, torch.Tensor
 
 
 def decode_fields(problem: Problem, norm: Normalisation, cond: torch.Tensor) -> dict[str, torch.Tensor]:
-    """The condition fields of ``cond`` in the units of a sample with scale 1 (inverse of
-    :func:`encode` up to the per-sample scale)."""
-    return {name: cond[:, i] * _unit(problem, norm, name) for i, name in enumerate(problem.condition_fields)}
+    """The condition fields of ``cond`` in the units of a sample with scale 1 and coefficients of
+    geometric mean 1 (inverse of :func:`encode` up to those two scales; the solution of the
+    decoded fields is the normalised solution times ``norm.solution_rms``)."""
+    return {name: (cond[:, i].exp() if problem.field(name).role == COEFFICIENT else cond[:, i] * _unit(problem, norm, name))
+            for i, name in enumerate(problem.condition_fields)}
 
 
 def _unit(problem: Problem, norm: Normalisation, name: str) -> float:
@@ -183,8 +221,12 @@ def decode_solution(norm: Normalisation, x0: torch.Tensor, s: torch.Tensor) -> t
 def fit_normalisation(problem: Problem, arrays: dict[str, np.ndarray]) -> Normalisation:
     """Measure :class:`Normalisation` on training arrays (each (B, N, N))."""
     t = {k: torch.as_tensor(np.asarray(v), dtype=torch.float64) for k, v in arrays.items()}
+    t = {**t, **normalise_coefficients(problem, {k: t[k] for k in problem.condition_fields})}
     field_rms = {}
     for name in problem.condition_fields:
+        if problem.field(name).role == COEFFICIENT:  # enters as log(a / geometric mean): unit 1
+            field_rms[name] = float(t[name].log().pow(2).mean().sqrt()) or 1.0
+            continue
         ms = _mean_square(problem, name, t[name])
         nz = ms[ms > 0]
         field_rms[name] = float(nz.mean().sqrt()) if nz.numel() else 1.0

@@ -41,8 +41,9 @@ import numpy as np
 import pdediff
 from pdediff import atomic
 from pdediff.cards import DTYPES, FORMAT, SPLITS, DatasetCard  # noqa: F401 (re-exported)
-from pdediff.problems import Grid, Problem, get_problem
-from pdediff.sources import get_boundary, get_source
+from pdediff.coefficients import get_coefficient
+from pdediff.problems import COEFFICIENT, DIRICHLET, SOURCE, Grid, Problem, get_problem
+from pdediff.sources import Family, get_boundary, get_source
 
 BLOCK_ELEMENTS = 2**20  # nodes per field per block: 256 samples at N = 64
 COMPRESSION = {"compression": "gzip", "compression_opts": 1, "shuffle": True}
@@ -70,6 +71,8 @@ class Block:
     split_index: int
     start: int
     stop: int
+    coefficient: str = ""
+    params: tuple = ()  # the problem's parameters as (name, value) pairs
 
 
 # ---------------------------------------------------------------------------- helpers
@@ -101,19 +104,31 @@ def shard_range(count: int, shard: tuple[int, int]) -> tuple[int, int]:
     return index * count // shards, (index + 1) * count // shards
 
 
-def field_roles(problem: Problem) -> tuple[str, str | None]:
-    """The problem's randomly drawn source field and its Dirichlet field (or None).
+#: The random stream of each role (sample k's field draws from SeedSequence([seed, split, k, stream]));
+#: a second field of the same role would take 3 + its position.
+STREAMS = {SOURCE: 0, DIRICHLET: 1, COEFFICIENT: 2}
+
+
+def field_families(problem: Problem, source: str | None, boundary: str | None,
+                   coefficient: str | None) -> dict[str, tuple[Family, int]]:
+    """The family and random stream of each condition field, by role (None: the problem's default).
 
     Raises:
-        ValueError: the problem has other than one non-Dirichlet condition field.
+        ValueError: an unknown family, or a family given for a role the problem lacks.
     """
-    sources = [name for name in problem.condition_fields if name != problem.dirichlet_field]
-    if len(sources) != 1:
-        raise ValueError(
-            f"problem={problem.name!r} has condition fields {list(problem.condition_fields)}; "
-            "the generator expects one source field plus optional Dirichlet data"
-        )
-    return sources[0], problem.dirichlet_field
+    given = {SOURCE: source, DIRICHLET: boundary, COEFFICIENT: coefficient}
+    lookups = {SOURCE: get_source, DIRICHLET: get_boundary, COEFFICIENT: get_coefficient}
+    roles = {spec.role for spec in problem.fields}
+    for role, argument in ((COEFFICIENT, "coefficient"), (DIRICHLET, "boundary")):
+        if role not in roles and given[role] not in (None, "", "zero"):
+            raise ValueError(f"{argument}={given[role]!r}: problem {problem.name!r} has no {role} field "
+                             f"({list(problem.condition_fields)}); leave it out")
+    out, seen = {}, set()
+    for position, spec in enumerate(problem.fields):
+        stream = STREAMS[spec.role] if spec.role not in seen else 3 + position
+        seen.add(spec.role)
+        out[spec.name] = (lookups[spec.role](given[spec.role] or spec.family), stream)
+    return out
 
 
 def convention_text(problem: Problem) -> str:
@@ -138,15 +153,13 @@ def sample_rngs(seed: int, split_index: int, start: int, stop: int, stream: int)
 
 def compute_block(block: Block) -> dict[str, np.ndarray]:
     """Draw and solve one block of samples; returns float64 ``{field: (B, N, N)}``."""
-    problem = get_problem(block.problem)
+    problem = get_problem(block.problem, **dict(block.params))
     grid = problem.grid(block.n)
-    source_field, dirichlet_field = field_roles(problem)
     span = (block.seed, block.split_index, block.start, block.stop)
-    fields = {source_field: get_source(block.source).sample(grid, sample_rngs(*span, stream=0))}
-    if dirichlet_field:
-        fields[dirichlet_field] = get_boundary(block.boundary).sample(grid, sample_rngs(*span, stream=1))
-    solve = getattr(problem, "fast_solve", None) or problem.reference_solve
-    fields[problem.solution_field] = solve(*(fields[name] for name in problem.condition_fields))
+    families = field_families(problem, block.source, block.boundary, block.coefficient)
+    fields = {name: family.sample(grid, sample_rngs(*span, stream=stream))
+              for name, (family, stream) in families.items()}
+    fields[problem.solution_field] = problem.exact_solve(*(fields[name] for name in problem.condition_fields))
     return fields
 
 
@@ -269,7 +282,9 @@ def _file_attrs(card: DatasetCard, split: str, shard: tuple[int, int]) -> dict:
         "block_size": card.block_size,
         "condition_fields": json.dumps(card.condition_fields),
         "solution_field": card.solution_field,
-        "params_json": json.dumps({"source": card.source_params, "boundary": card.boundary_params}, sort_keys=True),
+        "params_json": json.dumps({"source": card.source_params, "boundary": card.boundary_params,
+                                   **({"coefficient": card.coefficient_params} if card.coefficient else {}),
+                                   **({"problem": card.params} if card.params else {})}, sort_keys=True),
         "card_json": card.to_json(),
         "version": card.version,
     }
@@ -398,7 +413,8 @@ def _generate_split(card, split, out_dir, *, shard, workers, resume, overwrite, 
         done = int(f.attrs["completed"])
         start = attrs["start"]
         blocks = [
-            Block(card.problem, card.n, card.source, card.boundary, card.seed, card.split_index[split], a, b)
+            Block(card.problem, card.n, card.source, card.boundary, card.seed, card.split_index[split], a, b,
+                  card.coefficient, tuple(sorted(card.params.items())))
             for a, b in _block_spans(start, start + count, start + done, card.block_size)
         ]
         if callback:
@@ -422,8 +438,10 @@ def make_card(
     n: int = 64,
     count: int = 1000,
     *,
-    source: str = "mixture",
+    source: str | None = None,
     boundary: str = "zero",
+    coefficient: str | None = None,
+    params: dict | None = None,
     seed: int = 0,
     valid_count: int | None = None,
     test_count: int | None = None,
@@ -432,14 +450,20 @@ def make_card(
 ) -> DatasetCard:
     """Validate generation settings and describe the dataset they produce.
 
-    ``valid_count`` and ``test_count`` default to ``max(1, count // 10)``; 0 skips the split.
+    ``source``, ``boundary`` and ``coefficient`` name the families of the problem's fields by
+    role (None: the problem's defaults); ``params`` are the problem's parameters (e.g.
+    ``{"k": 8.0}``). ``valid_count`` and ``test_count`` default to ``max(1, count // 10)``; 0
+    skips the split.
 
     Raises:
         ValueError: naming the argument, its value and what was expected.
     """
-    prob = get_problem(problem)
+    if params is not None and not isinstance(params, dict):
+        raise ValueError(f"params={params!r} is invalid; expected a dict of problem parameters")
+    prob = get_problem(problem, **(params or {}))
     grid = Grid(n)
-    source_field, dirichlet_field = field_roles(prob)
+    prob.check_grid(n)
+    families = field_families(prob, source, boundary, coefficient)
     default = max(1, count // 10) if isinstance(count, int) else 1
     counts = {"train": count, "valid": default if valid_count is None else valid_count,
               "test": default if test_count is None else test_count}
@@ -447,20 +471,23 @@ def make_card(
         name = {"train": "count", "valid": "valid_count", "test": "test_count"}[split]
         if not isinstance(value, int) or isinstance(value, bool) or value < (1 if split == "train" else 0):
             raise ValueError(f"{name}={value!r} is not valid; expected an integer >= {1 if split == 'train' else 0}")
-    if not isinstance(seed, int) or seed < 0:
+    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
         raise ValueError(f"seed={seed!r} is not valid; expected an integer >= 0")
     if dtype not in DTYPES:
         raise ValueError(f"dtype={dtype!r} is not supported; expected one of {list(DTYPES)}")
-    if not isinstance(shards, int) or shards < 1:
+    if not isinstance(shards, int) or isinstance(shards, bool) or shards < 1:
         raise ValueError(f"shards={shards!r} is not valid; expected an integer >= 1")
-    boundary_family = get_boundary(boundary)
-    if dirichlet_field is None and boundary != "zero":
-        raise ValueError(f"boundary={boundary!r}: problem {problem!r} takes no boundary data; expected 'zero'")
+    spec_of = {spec.role: spec for spec in reversed(prob.fields)}
+    chosen = {role: (given or (spec_of[role].family if role in spec_of else ""))
+              for role, given in ((SOURCE, source), (DIRICHLET, boundary), (COEFFICIENT, coefficient))}
+    family_params = {role: families[spec_of[role].name][0].params() if role in spec_of else {}
+                     for role in (SOURCE, DIRICHLET, COEFFICIENT)}
     return DatasetCard(
-        problem=prob.name, n=int(n), h=grid.h, source=source, boundary=boundary, seed=seed,
-        counts=counts, condition_fields=list(prob.condition_fields), solution_field=prob.solution_field,
-        dirichlet_field=dirichlet_field, source_params=get_source(source).params(),
-        boundary_params=boundary_family.params(), dtype=dtype, shards=shards,
+        problem=prob.name, n=int(n), h=grid.h, source=chosen[SOURCE], boundary=chosen[DIRICHLET] or "zero",
+        seed=seed, counts=counts, condition_fields=list(prob.condition_fields), solution_field=prob.solution_field,
+        dirichlet_field=prob.dirichlet_field, source_params=family_params[SOURCE],
+        boundary_params=family_params[DIRICHLET], coefficient=chosen[COEFFICIENT],
+        coefficient_params=family_params[COEFFICIENT], params=prob.params(), dtype=dtype, shards=shards,
         block_size=default_block_size(int(n)), convention=convention_text(prob), version=pdediff.__version__,
     )
 

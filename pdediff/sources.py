@@ -286,6 +286,18 @@ class Mixture(Family):
 
 
 @dataclass(frozen=True)
+class Constant(Family):
+    """The same value at every node (``unit``: 1, the constant forcing of the classic Darcy
+    benchmarks). Draws nothing from the generators."""
+
+    value: float = 1.0
+    name: ClassVar[str] = "unit"
+
+    def sample(self, grid, rngs):
+        return np.full((len(rngs), grid.n, grid.n), float(self.value))
+
+
+@dataclass(frozen=True)
 class ZeroBoundary(Family):
     """Homogeneous Dirichlet data, g = 0."""
 
@@ -325,6 +337,7 @@ SOURCES: dict[str, Family] = {
     "mixture": Mixture((Blobs(), GaussianRandomField())),
     "point_dipoles": PointDipoles(),
     "disks_rects": DisksRects(),
+    "unit": Constant(1.0),
 }
 
 BOUNDARIES: dict[str, Family] = {
@@ -373,6 +386,7 @@ __all__ = [
     "draw",
     "SOURCES",
     "Blobs",
+    "Constant",
     "DisksRects",
     "Family",
     "GaussianRandomField",

@@ -211,7 +211,8 @@ def test_bad_source_or_boundary_data_raise(f, g, match):
 def test_problem_attributes():
     assert DARCY.name == "darcy"
     assert DARCY.condition_fields == ("a", "f", "g")
-    assert DARCY.solution_field == "u" and DARCY.dirichlet_field == "g" and DARCY.coefficient_field == "a"
+    assert DARCY.solution_field == "u" and DARCY.dirichlet_field == "g" and DARCY.coefficient_fields == ("a",)
+    assert DARCY.source_fields == ("f",) and [f.degree for f in DARCY.fields] == [-1, 1, 1]
     assert DARCY.fast_solve is None
     assert DARCY.grid(17).n == 17
 

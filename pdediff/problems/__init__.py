@@ -1,25 +1,44 @@
-"""PDE problems: a grid, boundary handling, a sparse operator, a residual and a reference solve.
+"""PDE problems: a grid, field roles, a sparse operator, a residual and reference solves.
 
-Nothing outside this package names a particular PDE: a new problem is one module here and one
-entry in :data:`PROBLEMS`.
+Nothing outside this package names a particular PDE (``pdediff/models`` excepted): a new problem
+is one module here and one entry in :data:`PROBLEMS`.
 """
 
-from pdediff.problems.base import Grid, Problem, as_field
+import dataclasses
+
+from pdediff.problems.base import COEFFICIENT, DIRICHLET, ROLES, SOURCE, FieldSpec, Grid, Problem, as_field
+from pdediff.problems.darcy import Darcy
+from pdediff.problems.helmholtz import Helmholtz
 from pdediff.problems.poisson import Poisson
 
+#: Every problem with its default parameters; :func:`get_problem` makes one with others.
 PROBLEMS: dict[str, Problem] = {
     "poisson": Poisson(),
+    "darcy": Darcy(),
+    "helmholtz": Helmholtz(),
 }
 
 
-def get_problem(name: str) -> Problem:
-    """Return the problem registered under ``name`` or raise a ``ValueError`` listing the names."""
+def get_problem(name: str, **params) -> Problem:
+    """The problem registered under ``name``, with parameters ``params`` (e.g. ``k=8`` for
+    Helmholtz) replacing its defaults.
+
+    Raises:
+        ValueError: an unknown name (listing the names), or a parameter the problem does not have
+            (listing its parameters), or an invalid parameter value.
+    """
     try:
-        return PROBLEMS[name]
+        problem = PROBLEMS[name]
     except (KeyError, TypeError):
-        raise ValueError(
-            f"problem={name!r} is not a known problem; expected one of {sorted(PROBLEMS)}"
-        ) from None
+        raise ValueError(f"problem={name!r} is not a known problem; expected one of {sorted(PROBLEMS)}") from None
+    if not params:
+        return problem
+    allowed = problem.params()
+    unknown = sorted(set(params) - set(allowed))
+    if unknown:
+        raise ValueError(f"problem {name!r} has no parameter(s) {unknown}; expected some of {sorted(allowed) or 'none'}")
+    return dataclasses.replace(problem, **params)
 
 
-__all__ = ["PROBLEMS", "Grid", "Problem", "Poisson", "as_field", "get_problem"]
+__all__ = ["COEFFICIENT", "DIRICHLET", "PROBLEMS", "ROLES", "SOURCE", "FieldSpec", "Grid", "Problem",
+           "as_field", "get_problem", "Darcy", "Helmholtz", "Poisson"]

@@ -7,6 +7,7 @@ Boundary nodes carry Dirichlet data ``g``; interior nodes satisfy the discrete P
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from dataclasses import dataclass
 
@@ -146,30 +147,177 @@ def check_finite(name: str, result: np.ndarray) -> np.ndarray:
     return result
 
 
-class Problem:
-    """Interface of a PDE problem on the node grid (see the module docstring).
+#: Field roles. A source acts at interior nodes; Dirichlet data on the boundary ring; a
+#: coefficient at every node, is positive, and enters the operator.
+SOURCE, COEFFICIENT, DIRICHLET = "source", "coefficient", "dirichlet"
+ROLES = (SOURCE, COEFFICIENT, DIRICHLET)
 
-    A problem names the fields that condition its solution (``condition_fields``), the field it
-    solves for (``solution_field``), and whether the solution is linear in the condition
-    (``linear``); the engine reads these and never names a particular PDE. Fields listed in
-    ``dirichlet_field`` hold boundary data that the solution must equal on the ring.
+
+@dataclass(frozen=True)
+class FieldSpec:
+    """One condition field of a problem.
+
+    Attributes:
+        name: the field's name (an argument name of the problem's methods, an HDF5 key).
+        role: one of :data:`ROLES`.
+        family: the generator's default family for it (a key of ``pdediff.sources.SOURCES``,
+            ``BOUNDARIES`` or ``pdediff.coefficients.COEFFICIENTS`` by role).
+        default: the constant it takes when not given (None: it must be given).
+    """
+
+    name: str
+    role: str
+    family: str
+    default: float | None = None
+
+    def __post_init__(self):
+        if self.role not in ROLES:
+            raise ValueError(f"role={self.role!r} is unknown; expected one of {ROLES}")
+
+    @property
+    def degree(self) -> int:
+        """How the solution scales with this field alone: u(c f) = c^degree u(f) when the other
+        fields of the same degree scale with it (1: sources and Dirichlet data; -1: coefficients,
+        whose scale divides the sources')."""
+        return -1 if self.role == COEFFICIENT else 1
+
+    def support(self, n: int) -> np.ndarray:
+        """Boolean (n, n) mask of the nodes where the field acts."""
+        ring = boundary_mask(n)
+        if self.role == DIRICHLET:
+            return ring
+        if self.role == SOURCE:
+            return ~ring
+        return np.ones((n, n), dtype=bool)
+
+
+class Problem:
+    """The contract between a PDE problem and the engine: every operation the engine calls.
+
+    A problem declares its condition fields with their roles (:class:`FieldSpec`), its solution
+    fields, its parameters (the dataclass fields of a subclass, e.g. Helmholtz's ``k``; recorded in
+    dataset cards and checkpoints) and its solvers. All methods take the condition fields
+    positionally in the order of :attr:`condition_fields` (optional ones may be None), as (N, N)
+    or (B, N, N) arrays. The engine reads these declarations and never names a particular PDE.
+
+    ``linear`` says that the solution is linear in the source and Dirichlet fields for fixed
+    coefficients, so that a per-sample scale makes the solver exactly equivariant.
     """
 
     name: str = ""
-    condition_fields: tuple[str, ...] = ()
-    solution_field: str = ""
-    dirichlet_field: str | None = None
-    linear: bool = False
+    fields: tuple[FieldSpec, ...] = ()
+    solution_fields: tuple[str, ...] = ()
+    linear: bool = True
     iterative_methods: tuple[str, ...] = ()  # names accepted by iterative_solve(method=...)
+    fast_solve = None  # optional: a method (*fields) -> solution, exact and faster than reference_solve
+
+    # ------------------------------------------------------------------ declarations
+    @property
+    def condition_fields(self) -> tuple[str, ...]:
+        return tuple(f.name for f in self.fields)
+
+    @property
+    def solution_field(self) -> str:
+        """The first (today: the only) solution field."""
+        return self.solution_fields[0]
+
+    @property
+    def dirichlet_field(self) -> str | None:
+        names = [f.name for f in self.fields if f.role == DIRICHLET]
+        return names[0] if names else None
+
+    @property
+    def coefficient_fields(self) -> tuple[str, ...]:
+        return tuple(f.name for f in self.fields if f.role == COEFFICIENT)
+
+    @property
+    def source_fields(self) -> tuple[str, ...]:
+        return tuple(f.name for f in self.fields if f.role == SOURCE)
+
+    def field(self, name: str) -> FieldSpec:
+        for f in self.fields:
+            if f.name == name:
+                return f
+        raise ValueError(f"{name!r} is not a field of problem {self.name!r}; expected one of "
+                         f"{list(self.condition_fields)}")
+
+    def support(self, name: str, n: int) -> np.ndarray:
+        """Where condition field ``name`` acts on the n x n grid."""
+        return self.field(name).support(n)
+
+    def params(self) -> dict:
+        """The problem's parameters (its dataclass fields), JSON-able; {} for none."""
+        if dataclasses.is_dataclass(self):
+            return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        return {}
 
     def grid(self, n: int) -> Grid:
         return Grid(int(n))
 
-    def operator(self, n: int):
+    def check_grid(self, n: int) -> None:
+        """Raise a ValueError if the problem cannot be posed on the n x n grid (e.g. a singular
+        operator); the default accepts every grid that :class:`Grid` accepts."""
+        Grid(int(n))
+
+    def check_coefficients(self, fields: dict[str, np.ndarray]) -> None:
+        """Raise a ValueError naming a coefficient field that is not > 0 at every node."""
+        for name in self.coefficient_fields:
+            if name in fields:
+                low = float(np.min(fields[name])) if np.size(fields[name]) else 1.0
+                if not low > 0:
+                    raise ValueError(f"{name} has minimum {low!r}; expected {name} > 0 at every node")
+
+    # ------------------------------------------------------------------ operations
+    def operator(self, n: int, **coefficients):
+        """The sparse matrix of one sample on the interior unknowns (row-major order); a problem
+        with coefficient fields takes them by name, one (N, N) sample each."""
         raise NotImplementedError
 
-    def residual(self, solution, *fields, **kw):
+    def rhs(self, *fields) -> np.ndarray:
+        """Interior right-hand side with lifted Dirichlet data, shape (..., N-2, N-2)."""
         raise NotImplementedError
 
-    def reference_solve(self, *fields, **kw):
+    def residual(self, solution, *fields):
+        """Residual of a candidate solution: the interior equations, and solution - g on the ring."""
         raise NotImplementedError
+
+    def residual_terms(self, solution, *fields):
+        """``(r, b)`` at the interior nodes, for NumPy arrays or torch tensors (differentiable):
+        the residual and the right-hand side it is measured against."""
+        raise NotImplementedError
+
+    def relative_residual(self, solution, *fields) -> np.ndarray:
+        """Per-sample ||b - A u|| / ||b|| over the interior."""
+        raise NotImplementedError
+
+    def reference_solve(self, *fields) -> np.ndarray:
+        """The exact discrete solution by a sparse direct solver."""
+        raise NotImplementedError
+
+    def iterative_solve(self, start, *fields, maxiter: int = 1000, rtol: float = 1e-8, method: str = ""):
+        """``(solution, iterations)``: a classical iterative method (a key of
+        :attr:`iterative_methods`) started from ``start``; used to polish a network's answer."""
+        raise NotImplementedError
+
+    def exact_solve(self, *fields) -> np.ndarray:
+        """The exact discrete solution by the fastest exact method the problem has."""
+        return self.fast_solve(*fields) if self.fast_solve is not None else self.reference_solve(*fields)
+
+    def scaled(self, fields: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        """Fields divided, sample by sample, by their largest acting value, and the factors
+        (B, 1, 1) or (1, 1): the solution of the scaled fields times the factor is the solution.
+
+        Coefficient fields keep their values. Only for a ``linear`` problem; the factor is 1
+        otherwise.
+
+        Raises:
+            ValueError: a sample outside the honoured range (see :data:`MAGNITUDE_MAX`).
+        """
+        first = fields[self.condition_fields[0]]
+        if not self.linear:
+            return dict(fields), np.ones(first.shape[:-2] + (1, 1))
+        n = first.shape[-1]
+        scaled_names = [k for k in fields if self.field(k).role != COEFFICIENT]
+        m = sample_magnitude({k: fields[k] for k in scaled_names}, {k: self.support(k, n) for k in scaled_names})
+        m = np.where(m == 0, 1.0, m)[..., None, None]
+        return {k: (v / m if k in scaled_names else v) for k, v in fields.items()}, m

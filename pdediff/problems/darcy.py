@@ -22,7 +22,7 @@ import numpy as np
 import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 
-from pdediff.problems.base import Problem, as_field, boundary_mask
+from pdediff.problems.base import COEFFICIENT, DIRICHLET, SOURCE, FieldSpec, Problem, as_field, boundary_mask
 from pdediff.problems.poisson import _cg
 
 
@@ -101,24 +101,30 @@ class Darcy(Problem):
     """-div(a grad u) = f in (0, 1)^2, u = g on the boundary; see the module docstring."""
 
     name = "darcy"
-    condition_fields = ("a", "f", "g")
-    solution_field = "u"
-    dirichlet_field = "g"
-    coefficient_field = "a"
-    linear = False  # u is linear in (f, g) but not in a
+    fields = (FieldSpec("a", COEFFICIENT, "threshold"), FieldSpec("f", SOURCE, "unit", default=1.0),
+              FieldSpec("g", DIRICHLET, "zero", default=0.0))
+    solution_fields = ("u",)
+    linear = True  # u is linear in (f, g) for a fixed coefficient a
     iterative_methods = tuple(ITERATIVE)
     fast_solve = None  # no fast diagonalisation for a variable coefficient
 
     # ------------------------------------------------------------------ operator
-    def operator(self, a) -> sp.csc_matrix:
+    def operator(self, n: int | None = None, a=None) -> sp.csc_matrix:
         """Sparse (n-2)^2 x (n-2)^2 matrix of -div_h(a grad_h) on interior unknowns (row-major).
 
         Args:
-            a: one (N, N) coefficient sample, > 0 at every node.
+            n: nodes per side (None: a's).
+            a: one (N, N) coefficient sample, > 0 at every node (also accepted positionally).
         """
+        if a is None and not isinstance(n, (int, np.integer)):
+            n, a = None, n  # operator(a)
+        if a is None:
+            raise ValueError("a is required; expected one (N, N) coefficient sample")
         a = check_coefficient(a)
         if a.ndim != 2:
             raise ValueError(f"a has shape {a.shape}; the operator is built for one (N, N) sample")
+        if n is not None and n != a.shape[-1]:
+            raise ValueError(f"a has shape {a.shape}; expected ({n}, {n}) for n={n}")
         n = a.shape[-1]
         m = n - 2
         h2 = (1.0 / (n - 1)) ** 2

@@ -23,7 +23,7 @@ import scipy.fft
 import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 
-from pdediff.problems.base import Grid, Problem, as_field, boundary_mask
+from pdediff.problems.base import DIRICHLET, SOURCE, FieldSpec, Grid, Problem, as_field, boundary_mask
 from pdediff.problems.poisson import Poisson, _dst_eigenvalues, _neg_laplacian
 from pdediff.problems.poisson import _operator as _laplacian
 
@@ -144,14 +144,18 @@ class Helmholtz(Problem):
     k: float = 8.0
 
     name = "helmholtz"
-    condition_fields = ("f", "g")
-    solution_field = "u"
-    dirichlet_field = "g"
+    fields = (FieldSpec("f", SOURCE, "mixture"), FieldSpec("g", DIRICHLET, "zero", default=0.0))
+    solution_fields = ("u",)
     linear = True
     iterative_methods = tuple(ITERATIVE)
 
     def __post_init__(self):
         object.__setattr__(self, "k", check_wavenumber(self.k))
+
+    def check_grid(self, n: int) -> None:
+        """Refuse a grid on which k^2 is (within a relative 1e-8) a discrete eigenvalue."""
+        Grid(int(n))
+        check_nonsingular(int(n), self.k)
 
     # ------------------------------------------------------------------ operator
     def operator(self, n: int) -> sp.csc_matrix:

@@ -15,7 +15,8 @@ import scipy.fft
 import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 
-from pdediff.problems.base import Grid, Problem, as_field, boundary_mask, check_finite, sample_magnitude
+from pdediff.problems.base import (DIRICHLET, SOURCE, FieldSpec, Grid, Problem, as_field, boundary_mask,
+                                   check_finite, sample_magnitude)
 
 
 @functools.lru_cache(maxsize=16)
@@ -79,9 +80,8 @@ class Poisson(Problem):
     """-lap(phi) = rho in (0, 1)^2, phi = g on the boundary; see the module docstring."""
 
     name = "poisson"
-    condition_fields = ("rho", "g")
-    solution_field = "phi"
-    dirichlet_field = "g"
+    fields = (FieldSpec("rho", SOURCE, "mixture"), FieldSpec("g", DIRICHLET, "zero", default=0.0))
+    solution_fields = ("phi",)
     linear = True
     iterative_methods = tuple(ITERATIVE)
 
