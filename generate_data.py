@@ -20,6 +20,7 @@ import threading
 from tqdm import tqdm
 
 from pdediff.generate import generate_dataset, make_card, parse_shard
+from pdediff.coefficients import COEFFICIENTS
 from pdediff.problems import PROBLEMS
 from pdediff.sources import BOUNDARIES, SOURCES
 
@@ -31,7 +32,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--count", type=int, required=True, help="training samples (over all shards)")
     parser.add_argument("--valid-count", type=int, default=None, help="validation samples (default: max(1, count // 10); 0 skips)")
     parser.add_argument("--test-count", type=int, default=None, help="test samples (default: max(1, count // 10); 0 skips)")
-    parser.add_argument("--source", default="mixture", help=f"one of {sorted(SOURCES)} or a comma list drawn uniformly per sample (default: mixture)")
+    parser.add_argument("--source", default=None, help=f"source family: one of {sorted(SOURCES)} or a comma list drawn uniformly per sample (default: the problem's, e.g. mixture)")
+    parser.add_argument("--coefficient", default=None, help=f"coefficient family, for a problem with a coefficient field: one of {sorted(COEFFICIENTS)} or a comma list (default: the problem's)")
+    parser.add_argument("--param", action="append", default=[], metavar="NAME=VALUE", help="a problem parameter, e.g. --param k=8 for helmholtz (repeatable)")
     parser.add_argument("--boundary", default="zero", help=f"one of {sorted(BOUNDARIES)} (default: zero)")
     parser.add_argument("--seed", type=int, default=0, help="base seed; splits and samples derive theirs from it (default: 0)")
     parser.add_argument("--out", required=True, help="output folder")
@@ -80,6 +83,20 @@ class ProgressBars:
             self.bar.close()
 
 
+def parse_params(items: list[str]) -> dict:
+    """``["k=8"]`` -> ``{"k": 8.0}``: problem parameters from the command line."""
+    out = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        try:
+            out[name.strip()] = float(value)
+        except ValueError:
+            sep = ""
+        if not sep or not name.strip():
+            raise ValueError(f"--param={item!r} is invalid; expected NAME=NUMBER, e.g. k=8")
+    return out
+
+
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -93,6 +110,7 @@ def main(argv=None) -> int:
         shard = parse_shard(args.shard)
         card = make_card(
             args.problem, args.n, args.count, source=args.source, boundary=args.boundary,
+            coefficient=args.coefficient, params=parse_params(args.param),
             seed=args.seed, valid_count=args.valid_count, test_count=args.test_count,
             dtype=args.dtype, shards=shard[1],
         )

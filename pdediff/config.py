@@ -32,12 +32,24 @@ class DataConfig:
     """Where the training data live and which problem they belong to.
 
     ``train`` and ``valid`` are lists of files read as one dataset, or one file, folder or glob
-    pattern (as :func:`pdediff.data.resolve_paths` reads them).
+    pattern (as :func:`pdediff.data.resolve_paths` reads them). ``params`` are the problem's
+    parameters (e.g. ``{k: 8.0}`` for Helmholtz); the data's card must record the same.
     """
+
+    def make_problem(self):
+        """The problem these data belong to, with its parameters."""
+        from pdediff.problems import get_problem
+
+        try:
+            return get_problem(self.problem, **self.params)
+        except ValueError as exc:
+            raise ValueError(f"data.problem={self.problem!r} with data.params={self.params!r}: {exc}") from None
+
 
     train: list[str] | str = field(default_factory=lambda: ["datasets/poisson64/train.h5"])
     valid: list[str] | str = field(default_factory=lambda: ["datasets/poisson64/valid.h5"])
     problem: str = "poisson"
+    params: dict[str, Any] = field(default_factory=dict)
     max_train_samples: int | None = None
     stats_samples: int = 4096
 

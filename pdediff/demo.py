@@ -116,9 +116,9 @@ def main(argv=None) -> int:
     p.add_argument("--png", default="demo.png")
     args = p.parse_args(argv)
     try:
-        from pdediff.solver import DEFAULT_MODEL
+        from pdediff.models import DEFAULT, FOLDER, MODELS
 
-        if args.checkpoint is None and not DEFAULT_MODEL.is_file():
+        if args.checkpoint is None and not (FOLDER / MODELS[DEFAULT]).is_file():
             generate_only()
             return 0
         run(args.checkpoint, per_case=args.per_case, sampler=args.sampler, steps=args.steps, polish=args.polish,

@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import inspect
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,13 +21,12 @@ from pdediff.conditioning import Normalisation, decode_fields, decode_solution, 
 from pdediff.config import Config
 from pdediff.guidance import residual_guided
 from pdediff.model import build_denoiser
-from pdediff.problems import as_field, get_problem
-from pdediff.problems.base import boundary_mask, sample_magnitude
+from pdediff.problems import as_field
+from pdediff.problems.base import DIRICHLET, boundary_mask
 from pdediff.regrid import prolong, restrict, transfer_ring
 from pdediff.samplers import SAMPLERS, get_sigmas_karras
 from pdediff.sdes import randn
 
-DEFAULT_MODEL = Path(__file__).parent / "models" / "default.safetensors"
 
 #: The fewest noise levels each sampler is asked to take when the user picks a sampler other than
 #: the model's own without giving ``steps``: Heun at 2 or 3 levels is unstable (its correction at
@@ -89,7 +89,7 @@ class Solver:
         self.config = config
         self.norm = norm
         self.card = card or {}
-        self.problem = get_problem(config.data.problem)
+        self.problem = config.data.make_problem()
         self.dtype = next(self.denoiser.parameters()).dtype
 
     # ---------------------------------------------------------------- inputs
@@ -111,16 +111,24 @@ class Solver:
                 raise ValueError(f"field {k!r} given twice")
             given[k] = v
         first = names[0]
-        if given.get(first) is None:
+        shaped = next((k for k in names if given.get(k) is not None), None)
+        if shaped is None:
             raise ValueError(f"{first} is required; expected an array of shape (N, N) or (B, N, N)")
-        out = {first: as_field(first, given[first], dtype=np.float64)}
-        for name in names[1:]:
+        out = {shaped: as_field(shaped, given[shaped], dtype=np.float64)}
+        for name in names:
+            if name == shaped:
+                continue
             if given.get(name) is None:
-                if name != self.problem.dirichlet_field:
-                    raise ValueError(f"{name} is required for problem {self.problem.name!r}")
-                out[name] = np.zeros_like(out[first])
+                default = self.problem.field(name).default
+                if default is None:
+                    raise ValueError(f"{name} is required for problem {self.problem.name!r}; expected an array "
+                                     f"of shape {out[shaped].shape}")
+                out[name] = np.full_like(out[shaped], default)
             else:
-                out[name] = as_field(name, given[name], like=out[first], dtype=np.float64)
+                out[name] = as_field(name, given[name], like=out[shaped], dtype=np.float64)
+        out = {name: out[name] for name in names}
+        self.problem.check_coefficients(out)
+        self.problem.check_grid(out[first].shape[-1])
         n = out[first].shape[-1]
         trained = self.grid_size
         if resample:
@@ -243,15 +251,16 @@ class Solver:
         value (linear problems), so that float32 never under- or overflows; returns the scaled
         fields and the factors (B, 1, 1) to multiply the answer by."""
         n = batch[self.problem.condition_fields[0]].shape[-1]
-        ring = boundary_mask(n)
-        supports = {k: (ring if k == self.problem.dirichlet_field else ~ring) for k in batch}
-        batch = {k: np.where(supports[k], v, 0.0) for k, v in batch.items()}
+        batch = {k: np.where(self.problem.support(k, n), v, 0.0) for k, v in batch.items()}
         count = len(batch[self.problem.condition_fields[0]])
-        if not self.problem.linear or count == 0:
+        if count == 0:
             return batch, np.ones((count, 1, 1))
-        m = sample_magnitude(batch, supports)
-        m = np.where(m == 0, 1.0, m)[:, None, None]
-        return {k: v / m for k, v in batch.items()}, m
+        coefficients = self.problem.coefficient_fields
+        if coefficients:  # a / c and f / c have the same solution: coefficients of geometric mean 1
+            c = np.exp(np.mean(np.concatenate([np.log(batch[k]).reshape(count, -1) for k in coefficients], 1), 1))
+            batch = {k: (v if self.problem.field(k).role == DIRICHLET else v / c[:, None, None])
+                     for k, v in batch.items()}
+        return self.problem.scaled(batch)
 
     def _to_grid(self, batch: dict[str, np.ndarray], m: int) -> dict[str, np.ndarray]:
         """The fields on the network's m x m grid (restricted sources, transferred ring data)."""
@@ -330,7 +339,12 @@ class Solver:
             norm = Normalisation.from_dict(meta["normalisation"])
         except (KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"checkpoint={str(path)!r} has incomplete metadata: {exc}") from None
-        problem = get_problem(config.data.problem)
+        problem = config.data.make_problem()
+        norm.validate(problem)
+        card_params = (meta.get("card") or {}).get("params", problem.params())
+        if card_params != problem.params():
+            raise ValueError(f"checkpoint={str(path)!r} was trained on data with problem parameters {card_params} "
+                             f"but its config says data.params={problem.params()}")
         denoiser = build_denoiser(config, problem, norm)
         state = group(tensors, weights) or group(tensors, "model")
         if not state:
@@ -356,13 +370,37 @@ def check_device(argument: str, device) -> torch.device:
     return dev
 
 
-def load_solver(path=None, *, device="cpu") -> Solver:
-    """Load a :class:`Solver` from a checkpoint (``None``: the model shipped with pdediff)."""
+def load_solver(model=None, *, device="cpu", **params) -> Solver:
+    """Load a :class:`Solver`: a shipped model by name (a key of :data:`pdediff.models.MODELS`;
+    None: the default, ``pdediff.models.DEFAULT``) or a checkpoint file by path.
+
+    ``params`` are problem parameters that the caller expects (e.g. ``k=8.0``); they must equal
+    the model's, which it was trained with and cannot change.
+
+    Raises:
+        ValueError: an unknown model name (listing the names), a missing or invalid checkpoint,
+            a device this machine lacks, or parameters that differ from the model's.
+    """
+    from pdediff.models import DEFAULT, MODELS, model_path
+
     check_device("device", device)
-    if path is None:
-        if not DEFAULT_MODEL.is_file():
-            raise ValueError(
-                f"no shipped model at {DEFAULT_MODEL}; train one with train.py and pass its path"
-            )
-        path = DEFAULT_MODEL
-    return Solver.from_checkpoint(path, device=device)
+    if model is None:
+        model = DEFAULT
+    if isinstance(model, str) and model in MODELS:
+        path = model_path(model)
+    elif isinstance(model, (str, os.PathLike)) and Path(model).suffix:
+        path = model
+    else:
+        raise ValueError(f"model={model!r} is neither a shipped model (one of {sorted(MODELS)}) nor a checkpoint "
+                         f"file path (*.safetensors)")
+    solver = Solver.from_checkpoint(path, device=device)
+    theirs = solver.problem.params()
+    unknown = sorted(set(params) - set(theirs))
+    if unknown:
+        raise ValueError(f"problem {solver.problem.name!r} has no parameter(s) {unknown}; it has {theirs or 'none'}")
+    differ = {k: v for k, v in params.items() if v != theirs[k]}
+    if differ:
+        raise ValueError(f"{', '.join(f'{k}={v!r}' for k, v in differ.items())} differs from the model's "
+                         f"{', '.join(f'{k}={theirs[k]!r}' for k in differ)}; expected the parameters it was "
+                         f"trained with (train another model for others)")
+    return solver

@@ -221,6 +221,10 @@ def _check_split(key: str, paths, split: str, problem, net) -> tuple[int, int]:
     info = reader.infos[0]
     if info.problem != problem.name:
         raise ValueError(f"{key}={paths!r} holds problem {info.problem!r}; expected data.problem={problem.name!r}")
+    card_params = json.loads(info.attrs.get("card_json", "{}")).get("params", {}) if "card_json" in info.attrs else {}
+    if card_params != problem.params():
+        raise ValueError(f"{key}={paths!r} was made with problem parameters {card_params}; expected "
+                         f"data.params={problem.params()}")
     missing = [k for k in (*problem.condition_fields, problem.solution_field) if k not in reader.fields]
     if missing:
         raise ValueError(f"{key}={paths!r} lacks field(s) {missing}; expected {list(reader.fields)} to include "
@@ -303,7 +307,7 @@ def check_run(config: Config, out_dir, *, resume: bool = False, world: int | Non
         raise ValueError(f"model.sampler={config.model.sampler!r} is unknown; expected one of {sorted(SAMPLERS)}")
     build_loss(config, 1.0)  # train.loss
     resolve_device(config.train.device)
-    problem = get_problem(config.data.problem)
+    problem = config.data.make_problem()
     net = check_network(config, problem)
     n, count = _check_split("data.train", config.data.train, "train", problem, net)
     try:
@@ -359,7 +363,7 @@ class Trainer:
         self.device = resolve_device(config.train.device)
         if config.train.threads:
             torch.set_num_threads(config.train.threads)
-        self.problem = get_problem(config.data.problem)
+        self.problem = config.data.make_problem()
         self.progress = progress and self.rank == 0
         self.ckpt_path = self.out / CHECKPOINT
 
