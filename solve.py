@@ -1,10 +1,13 @@
 #!/usr/bin/env python
-"""Solve for new right-hand sides with a trained model.
+"""Solve for new condition fields with a trained model.
 
     python solve.py --checkpoint runs/tiny/checkpoint.safetensors --rho rho.npy --out phi.npy --check --plot solve.png
+    python solve.py --checkpoint runs/darcy/checkpoint.safetensors --field a=a.npy --field f=f.npy --out u.npy
 
-``--rho`` and ``--g`` read .npy, .npz (first array, or ``FILE.npz:name``) or .h5 (``FILE.h5:dataset``,
-default the field's name). ``--check`` compares with the problem's reference solver.
+``--field NAME=FILE`` (repeatable; ``--rho``/``--g`` are aliases) reads .npy, .npz (first array, or
+``FILE.npz:name``) or .h5 (``FILE.h5:dataset``, default the field's name); fields left out take the
+problem's defaults. ``--checkpoint`` is a file or a shipped model's name. ``--check`` compares with
+the problem's reference solver.
 """
 
 import argparse
@@ -15,9 +18,11 @@ from pdediff.cli import solve_main
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--checkpoint", help="model checkpoint (default: the shipped model)")
-    p.add_argument("--rho", required=True, help="source field(s): (N, N) or (B, N, N)")
-    p.add_argument("--g", help="Dirichlet data of the same shape (default: zero)")
+    p.add_argument("--checkpoint", help="checkpoint file or shipped model name (default: the shipped default)")
+    p.add_argument("--field", action="append", metavar="NAME=FILE",
+                   help="a condition field of the model's problem from FILE (repeatable), e.g. --field a=a.npy")
+    p.add_argument("--rho", help="alias of --field FIRST=FILE for the problem's first condition field")
+    p.add_argument("--g", help="alias of --field g=FILE: Dirichlet data (default: the problem's, zero)")
     p.add_argument("--out", required=True, help="output .npy, .npz or .h5 file")
     p.add_argument("--sampler", help="a sampler of pdediff.samplers.SAMPLERS (default: the model's own)")
     p.add_argument("--steps", type=int, help="noise levels (default: the model's own)")

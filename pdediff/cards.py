@@ -104,12 +104,10 @@ class DatasetCard:
             raise ValueError(f"{path}: cannot read a dataset card ({exc})") from None
 
 
-
-
 # ---------------------------------------------------------------------------- external cards
 #: Roles a field plays for the model, and the kinds a problem-aware integrator may read.
-ROLES = ("condition", "solution")
-KINDS = ("coefficient", "source", "dirichlet")
+CARD_ROLES = ("condition", "solution")
+CARD_KINDS = ("coefficient", "source", "dirichlet")
 AXES = ("sample", "y", "x")  # pdediff's own axis order
 GRID_KINDS = ("node", "cell")
 CARD_SUFFIXES = (".yaml", ".yml", ".json")
@@ -136,6 +134,16 @@ def _check_keys(where, key: str, data, allowed) -> dict:
     if bad or unknown:
         raise _fail(where, key, f"unknown key(s) {unknown or bad}; expected keys among {list(allowed)}")
     return data
+
+
+def _mapping(where, key: str, data) -> list[tuple[str, object]]:
+    """The items of a mapping with string keys (field names)."""
+    if not isinstance(data, dict):
+        raise _fail(where, key, f"found {type(data).__name__} {data!r}; expected a mapping of names")
+    bad = [k for k in data if not isinstance(k, str)]
+    if bad:
+        raise _fail(where, key, f"names {bad} are not strings; expected names such as a, u, f")
+    return list(data.items())
 
 
 def _text(where, key: str, value, *, optional: bool = False) -> str | None:
@@ -202,10 +210,10 @@ class CardField:
         return cls(
             name=name,
             key=_text(where, f"{key}.key", data["key"]),
-            role=_choice(where, f"{key}.role", data["role"], ROLES),
+            role=_choice(where, f"{key}.role", data["role"], CARD_ROLES),
             axes=tuple(axes),
             index=cls._parse_index(where, f"{key}.index", data.get("index")),
-            kind=None if data.get("kind") is None else _choice(where, f"{key}.kind", data["kind"], KINDS),
+            kind=None if data.get("kind") is None else _choice(where, f"{key}.kind", data["kind"], CARD_KINDS),
         )
 
     @staticmethod
@@ -267,7 +275,7 @@ class CardConstant:
             attribute=_text(where, f"{key}.attribute", data["attribute"]) if "attribute" in data else None,
             value=_number(where, f"{key}.value", data["value"]) if "value" in data else None,
             role=role,
-            kind=None if data.get("kind") is None else _choice(where, f"{key}.kind", data["kind"], KINDS),
+            kind=None if data.get("kind") is None else _choice(where, f"{key}.kind", data["kind"], CARD_KINDS),
         )
 
     def to_dict(self) -> dict:
@@ -374,7 +382,8 @@ class CardSplits:
         if abs(total - 1.0) > 1e-6:
             raise _fail(where, "splits", f"fractions {dict(fractions)} sum to {total:g}; expected 1")
         if seed is None:
-            raise _fail(where, "splits.seed", "missing; expected an integer seed for the permutation behind the fractions")
+            raise _fail(where, "splits.seed", "missing; expected an integer seed for the permutation "
+                        "behind the fractions")
         return cls(fractions=fractions, seed=_integer(where, "splits.seed", seed))
 
     def indices(self, split: str, total: int, where="card") -> np.ndarray:
@@ -482,10 +491,9 @@ class ExternalCard:
             files = tuple(_text(where, f"files[{i}]", f) for i, f in enumerate(files))
         else:
             files = _text(where, "files", files)
-        fields = tuple(CardField.parse(where, name, spec)
-                       for name, spec in _check_keys(where, "fields", data["fields"], data["fields"] or {}).items())
-        constants = tuple(CardConstant.parse(where, name, spec) for name, spec in
-                          _check_keys(where, "constants", data.get("constants") or {}, data.get("constants") or {}).items())
+        fields = tuple(CardField.parse(where, name, spec) for name, spec in _mapping(where, "fields", data["fields"]))
+        constants = tuple(CardConstant.parse(where, name, spec)
+                          for name, spec in _mapping(where, "constants", data.get("constants") or {}))
         names = [e.name for e in (*fields, *constants)]
         clash = sorted({n for n in names if names.count(n) > 1})
         if clash:
@@ -497,7 +505,7 @@ class ExternalCard:
         if len(solutions) != 1:
             raise _fail(where, "fields", f"found {len(solutions)} field(s) with role: solution {solutions}; "
                         "expected exactly one")
-        for kind in KINDS:
+        for kind in CARD_KINDS:
             of_kind = [e.name for e in (*fields, *constants) if e.kind == kind]
             if len(of_kind) > 1:
                 raise _fail(where, "fields", f"fields {of_kind} are all of kind {kind!r}; expected at most one")

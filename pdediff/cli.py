@@ -151,10 +151,28 @@ def solve_main(args) -> int:
     check_device("--device", args.device)
     solver = pdediff.load_solver(args.checkpoint, device=args.device)
     problem = solver.problem
-    first, *others = problem.condition_fields
-    fields = {first: read_array(args.rho, first)}
-    if args.g is not None:
-        fields[problem.dirichlet_field or others[0]] = read_array(args.g, "g")
+    names = problem.condition_fields
+    first = names[0]
+    specs = list(getattr(args, "field", None) or [])
+    # --rho and --g: aliases for the first condition field and the Dirichlet data
+    if getattr(args, "rho", None) is not None:
+        specs.insert(0, f"{first}={args.rho}")
+    if getattr(args, "g", None) is not None:
+        specs.append(f"{problem.dirichlet_field or 'g'}={args.g}")
+    fields = {}
+    for spec in specs:
+        name, sep, path = spec.partition("=")
+        if not sep or not name or not path:
+            raise ValueError(f"--field={spec!r} is invalid; expected NAME=FILE with NAME one of {list(names)}")
+        if name not in names:
+            raise ValueError(f"--field {name}=...: {name!r} is not a field of problem {problem.name!r}; "
+                             f"expected one of {list(names)}")
+        if name in fields:
+            raise ValueError(f"--field {name}=... is given twice")
+        fields[name] = read_array(path, name)
+    if not fields:
+        raise ValueError(f"no fields given; expected --field NAME=FILE for the fields {list(names)} of problem "
+                         f"{problem.name!r} (--rho FILE for the first)")
     if args.limit is not None:
         if args.limit < 1:
             raise ValueError(f"--limit={args.limit}; expected an integer >= 1")
@@ -166,8 +184,9 @@ def solve_main(args) -> int:
     print(f"wrote {args.out}: {problem.solution_field} {phi.shape}, {info.nfe} denoiser evaluations, "
           f"{info.seconds:.3f} s")
     if args.check or args.plot:
-        full = {k: np.asarray(fields.get(k, np.zeros_like(fields[first])), dtype=np.float64)
-                for k in problem.condition_fields}
+        like = next(iter(fields.values()))
+        full = {k: (np.asarray(fields[k], dtype=np.float64) if k in fields
+                    else np.full(np.shape(like), problem.field(k).default or 0.0)) for k in problem.condition_fields}
         t0 = time.perf_counter()
         ref = problem.reference_solve(*full.values())
         t_ref = time.perf_counter() - t0

@@ -1,4 +1,4 @@
-"""Random families of coefficient fields a(x, y) > 0 for Darcy flow (:data:`COEFFICIENTS`).
+"""Random families of coefficient fields a(x, y) > 0 for problems with a coefficient field (:data:`COEFFICIENTS`).
 
 Families follow :mod:`pdediff.sources`: frozen dataclasses of parameters (``params()`` gives them
 as a JSON-ready dict), ``family.sample(grid, rngs)`` returns a (B, N, N) float64 stack with one
@@ -14,7 +14,7 @@ Both families start from a zero-mean Gaussian random field with covariance
 
 xi_k ~ N(0, 1); the constant mode is left out, so the field has zero mean.
 
-* ``threshold``: the neural-operator Darcy benchmark law (Li et al., Fourier neural operator):
+* ``threshold``: the neural-operator benchmark law of variable-coefficient flow (Li et al., Fourier neural operator):
   alpha = 2, tau = 3, a = 12 where psi >= 0 and a = 3 elsewhere. A larger tau (e.g. 6) flattens
   the low end of the spectrum and gives finer inclusions.
 * ``lognormal``: a = exp(mu + sigma psi / s) with a smoother field (alpha = 3, tau = 3), where s^2
@@ -56,7 +56,7 @@ def _gaussian_field(grid, rngs, modes: int, alpha: float, tau: float) -> np.ndar
 
 @dataclass(frozen=True)
 class ThresholdField(Family):
-    """Two-valued coefficient: ``high`` where the GRF is >= 0, ``low`` elsewhere (FNO Darcy law)."""
+    """Two-valued coefficient: ``high`` where the GRF is >= 0, ``low`` elsewhere (the FNO benchmark law)."""
 
     name: ClassVar[str] = "threshold"
     alpha: float = 2.0

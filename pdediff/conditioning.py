@@ -141,7 +141,8 @@ def normalise_coefficients(problem: Problem, fields: dict[str, torch.Tensor]) ->
     if c is None:
         return fields
     div = c[:, None, None]
-    return {k: (v / div if problem.field(k).role != DIRICHLET else v) for k, v in fields.items()}
+    divided = [k for k in problem.condition_fields if problem.field(k).role != DIRICHLET]
+    return {k: (v / div if k in divided else v) for k, v in fields.items()}
 
 
 def sample_scale(problem: Problem, norm: Normalisation, fields: dict[str, torch.Tensor]) -> torch.Tensor:

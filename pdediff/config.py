@@ -14,7 +14,10 @@ import types
 import typing
 from dataclasses import dataclass, field, fields
 from pathlib import Path
+
 from typing import Any
+
+from pdediff.problems import DEFAULT_PROBLEM
 
 import yaml
 
@@ -33,7 +36,7 @@ class DataConfig:
 
     ``train`` and ``valid`` are lists of files read as one dataset, or one file, folder or glob
     pattern (as :func:`pdediff.data.resolve_paths` reads them). ``params`` are the problem's
-    parameters (e.g. ``{k: 8.0}`` for Helmholtz); the data's card must record the same.
+    parameters (e.g. a wavenumber ``{k: 8.0}``); the data's card must record the same.
     """
 
     def make_problem(self):
@@ -46,9 +49,9 @@ class DataConfig:
             raise ValueError(f"data.problem={self.problem!r} with data.params={self.params!r}: {exc}") from None
 
 
-    train: list[str] | str = field(default_factory=lambda: ["datasets/poisson64/train.h5"])
-    valid: list[str] | str = field(default_factory=lambda: ["datasets/poisson64/valid.h5"])
-    problem: str = "poisson"
+    train: list[str] | str = field(default_factory=lambda: [f"datasets/{DEFAULT_PROBLEM}64/train.h5"])
+    valid: list[str] | str = field(default_factory=lambda: [f"datasets/{DEFAULT_PROBLEM}64/valid.h5"])
+    problem: str = DEFAULT_PROBLEM
     params: dict[str, Any] = field(default_factory=dict)
     max_train_samples: int | None = None
     stats_samples: int = 4096

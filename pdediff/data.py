@@ -334,9 +334,10 @@ def _inspect_card_file(card: ExternalCard, path: Path) -> tuple[FileInfo, dict, 
                                     f"present: {_dataset_names(f)}")
                 shape = obj.shape
                 if len(shape) != spec.ndim:
-                    extra = f" plus {len(spec.index)} indexed at axes {[a for a, _ in spec.index]}" if spec.index else ""
+                    extra = f" plus {len(spec.index)} indexed at axes {[a for a, _ in spec.index]}" * bool(spec.index)
+                    hint = " (give an index for each extra axis)" if len(shape) > spec.ndim else ""
                     raise _Rejected(f"{where}: {key}: {spec.key!r} in {path} has shape {shape}; expected "
-                                    f"{spec.ndim} axes ({list(spec.axes)}{extra})")
+                                    f"{spec.ndim} axes ({list(spec.axes)}{extra}){hint}")
                 for axis, i in spec.index:
                     if not -shape[axis] <= i < shape[axis]:
                         raise _Rejected(f"{where}: {key}.index: index {i} on axis {axis} is out of range for "
@@ -513,7 +514,8 @@ class ShardReader:
                 try:
                     out[sel[order[run]]] = self._read(f, name, lo, hi, rows, cols)[ordered[run] - lo]
                 except (OSError, KeyError, RuntimeError) as exc:
-                    raise ValueError(f"{self.infos[f].path}: cannot read {name!r} ({exc}); the file may be corrupt") from None
+                    raise ValueError(f"{self.infos[f].path}: cannot read {name!r} ({exc}); the file may be "
+                                     "corrupt") from None
         return out
 
     def attrs(self) -> dict:
@@ -560,7 +562,7 @@ class ShardReader:
             "files": [str(info.path) for info in self.infos],
             "card_path": card.name,
             "note": card.note,
-            "card": card.to_dict(),
+            "card": json.loads(card.to_json()),  # JSON-exact (index axes as strings)
         }
 
 

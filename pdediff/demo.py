@@ -97,7 +97,7 @@ def generate_only(out: str = "datasets/demo64") -> None:
     from pdediff.generate import generate_dataset, make_card
 
     print("no shipped model yet: generating a small dataset instead")
-    card = make_card("poisson", 64, 1000, source="blobs,grf", boundary="zero,smooth", seed=0)
+    card = make_card(n=64, count=1000, source="blobs,grf", boundary="zero,smooth", seed=0)
     t0 = time.perf_counter()
     results = generate_dataset(out, card, overwrite=True)  # the demo's own scratch folder
     secs = time.perf_counter() - t0

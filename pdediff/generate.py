@@ -42,7 +42,7 @@ import pdediff
 from pdediff import atomic
 from pdediff.cards import DTYPES, FORMAT, SPLITS, DatasetCard  # noqa: F401 (re-exported)
 from pdediff.coefficients import get_coefficient
-from pdediff.problems import COEFFICIENT, DIRICHLET, SOURCE, Grid, Problem, get_problem
+from pdediff.problems import COEFFICIENT, DEFAULT_PROBLEM, DIRICHLET, SOURCE, Grid, Problem, get_problem
 from pdediff.sources import Family, get_boundary, get_source
 
 BLOCK_ELEMENTS = 2**20  # nodes per field per block: 256 samples at N = 64
@@ -434,7 +434,7 @@ def _generate_split(card, split, out_dir, *, shard, workers, resume, overwrite, 
 
 # ---------------------------------------------------------------------------- a dataset
 def make_card(
-    problem: str = "poisson",
+    problem: str = DEFAULT_PROBLEM,
     n: int = 64,
     count: int = 1000,
     *,

@@ -155,7 +155,7 @@ class Solver:
         """Solve for the fields of one sample (N, N) or a batch (B, N, N).
 
         Args:
-            *fields, **named: the problem's condition fields in order or by name (Poisson:
+            *fields, **named: the problem's condition fields in order or by name (e.g.
                 ``rho`` and optional Dirichlet data ``g``, zero by default).
             sampler: a key of :data:`pdediff.samplers.SAMPLERS` (``heun``: the probability-flow
                 ODE, EDM Algorithm 1, ``2 * steps - 1`` denoiser evaluations; ``euler``: ``steps``).
@@ -170,7 +170,7 @@ class Solver:
                 optimal steepest-descent step (0: off); see :mod:`pdediff.guidance`.
             polish: iterations of a classical solver started from the network's answer (0: off).
             polish_method: the classical solver, a key of the problem's ``ITERATIVE``
-                (Poisson: ``"amg"``, conjugate gradients preconditioned by algebraic multigrid;
+                (e.g. ``"amg"``, conjugate gradients preconditioned by algebraic multigrid;
                 ``"cg"``, plain conjugate gradients).
             sampler_options: extra keyword arguments for the sampler.
             progress: show a progress bar over batches.

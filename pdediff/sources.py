@@ -127,6 +127,8 @@ class Blobs(Family):
         return {"centres": centres, "widths": widths, "charges": charges}
 
     def sample(self, grid, rngs):
+        if not len(rngs):
+            return np.zeros((0, grid.n, grid.n))
         draws = [self.draw(rng) for rng in rngs]
         stack = {key: np.stack([d[key] for d in draws]) for key in draws[0]}
         return gaussian_sum(grid, stack["centres"], stack["widths"], stack["charges"])
@@ -287,8 +289,8 @@ class Mixture(Family):
 
 @dataclass(frozen=True)
 class Constant(Family):
-    """The same value at every node (``unit``: 1, the constant forcing of the classic Darcy
-    benchmarks). Draws nothing from the generators."""
+    """The same value at every node (``unit``: 1, the constant forcing of the classic
+    variable-coefficient benchmarks). Draws nothing from the generators."""
 
     value: float = 1.0
     name: ClassVar[str] = "unit"

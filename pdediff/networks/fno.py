@@ -59,7 +59,7 @@ class FNOScore(nn.Module):
     """Conditional FNO score network: ``net(x, c_noise, cond) -> F`` of shape (B, 1, H, W).
 
     Args:
-        cond_channels: number of condition channels in ``cond`` (Poisson: 3, ``[rho, g, mask]``).
+        cond_channels: number of condition channels in ``cond`` (e.g. 3: a source, Dirichlet data and the ring mask).
         hidden_channels: width of the Fourier layers.
         n_modes: Fourier modes kept along (H, W); grids with fewer modes use all they have.
         n_layers: number of Fourier layers.

@@ -110,7 +110,7 @@ class UNet(nn.Module):
     """Conditional U-Net score network: ``net(x, c_noise, cond) -> F`` of shape (B, 1, H, W).
 
     Args:
-        cond_channels: number of condition channels in ``cond`` (Poisson: 3, ``[rho, g, mask]``).
+        cond_channels: number of condition channels in ``cond`` (e.g. 3: a source, Dirichlet data and the ring mask).
         model_channels: width of the first level; level ``l`` has ``model_channels *
             channel_mult[l]`` channels.
         channel_mult: width multiplier per level; ``len(channel_mult)`` is the number of levels.

@@ -11,6 +11,9 @@ from pdediff.problems.darcy import Darcy
 from pdediff.problems.helmholtz import Helmholtz
 from pdediff.problems.poisson import Poisson
 
+#: The problem of configs and cards that name none.
+DEFAULT_PROBLEM = "poisson"
+
 #: Every problem with its default parameters; :func:`get_problem` makes one with others.
 PROBLEMS: dict[str, Problem] = {
     "poisson": Poisson(),
@@ -40,5 +43,5 @@ def get_problem(name: str, **params) -> Problem:
     return dataclasses.replace(problem, **params)
 
 
-__all__ = ["COEFFICIENT", "DIRICHLET", "PROBLEMS", "ROLES", "SOURCE", "FieldSpec", "Grid", "Problem",
+__all__ = ["COEFFICIENT", "DEFAULT_PROBLEM", "DIRICHLET", "PROBLEMS", "ROLES", "SOURCE", "FieldSpec", "Grid", "Problem",
            "as_field", "get_problem", "Darcy", "Helmholtz", "Poisson"]
