@@ -39,14 +39,27 @@ class DataConfig:
     parameters (e.g. a wavenumber ``{k: 8.0}``); the data's card must record the same.
     """
 
-    def make_problem(self):
-        """The problem these data belong to, with its parameters."""
-        from pdediff.problems import get_problem
+    def make_problem(self, card: dict | None = None):
+        """The problem as the engine sees these data: ``data.problem`` with ``data.params``, viewed
+        through the training data's card (``card``, or read from ``data.train``): data on another
+        grid than pdediff's node grid (an external card's cell grid) make it data-driven."""
+        from pdediff.problems import data_problem, get_problem
 
         try:
-            return get_problem(self.problem, **self.params)
+            base = get_problem(self.problem, **self.params)
         except ValueError as exc:
             raise ValueError(f"data.problem={self.problem!r} with data.params={self.params!r}: {exc}") from None
+        if card is None:
+            from pdediff.data import read_card
+
+            try:
+                card = read_card(self.train)
+            except ValueError:
+                return base  # unreadable data are reported, with their key, where they are read
+        try:
+            return data_problem(base, card)
+        except ValueError as exc:
+            raise ValueError(f"data.train={self.train!r}: {exc}") from None
 
 
     train: list[str] | str = field(default_factory=lambda: [f"datasets/{DEFAULT_PROBLEM}64/train.h5"])

@@ -125,6 +125,9 @@ def _normalise(path_or_paths):
     """A path (``str``/``os.PathLike``) as given, or a list of paths (iterables are read once)."""
     expected = "expected a dataset folder, a file, a glob pattern, or a list of files (str or os.PathLike)"
     if isinstance(path_or_paths, (str, os.PathLike)):
+        text = os.fspath(path_or_paths)
+        if not isinstance(text, str) or not text:  # "" would read the current folder
+            raise ValueError(f"path_or_paths={path_or_paths!r} is not valid; {expected}")
         return path_or_paths
     if isinstance(path_or_paths, (bytes, dict)) or not hasattr(path_or_paths, "__iter__"):
         raise ValueError(f"path_or_paths={path_or_paths!r} is not valid; {expected}")
@@ -144,8 +147,11 @@ def resolve_paths(path_or_paths, split: str = "train") -> list[Path]:
 
     Raises:
         ValueError: ``path_or_paths`` is neither a path nor a list of paths, nothing matches,
-            or shards are missing from a folder.
+            ``split`` is not a split name (letters, digits, underscores), or shards are missing
+            from a folder.
     """
+    if not isinstance(split, str) or not re.fullmatch(r"\w+", split):
+        raise ValueError(f"split={split!r} is invalid; expected a split name such as 'train', 'valid' or 'test'")
     path_or_paths = _normalise(path_or_paths)
     card = find_card(path_or_paths)
     if card is not None:
@@ -174,7 +180,8 @@ def _split_files(folder: Path, split: str) -> list[Path]:
         return [single]
     shards = sorted(p for p in folder.iterdir() if (m := SHARD_PATTERN.match(p.name)) and m["split"] == split)
     if not shards:
-        raise ValueError(f"{folder}: no {split}.h5 and no {split}-KKKKK-of-MMMMM.h5 shards found")
+        raise ValueError(f"{folder}: no {split}.h5 and no {split}-KKKKK-of-MMMMM.h5 shards found "
+                         f"(split={split!r}); expected a dataset folder written by generate_data.py")
     totals = {int(SHARD_PATTERN.match(p.name)["count"]) for p in shards}
     if len(totals) != 1 or len(shards) != totals.pop():
         raise ValueError(

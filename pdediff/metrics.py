@@ -56,5 +56,6 @@ def report(problem, phi, fields: dict, ref=None) -> dict[str, np.ndarray]:
         out["max_err"] = max_error(phi, ref)
     if problem.dirichlet_field is not None:
         out["boundary_err"] = boundary_error(phi, fields[problem.dirichlet_field])
-    out["residual"] = np.atleast_1d(problem.relative_residual(phi, *(fields[k] for k in names)))
+    if problem.offers_residual:
+        out["residual"] = np.atleast_1d(problem.relative_residual(phi, *(fields[k] for k in names)))
     return out

@@ -89,7 +89,7 @@ class Solver:
         self.config = config
         self.norm = norm
         self.card = card or {}
-        self.problem = config.data.make_problem()
+        self.problem = config.data.make_problem(self.card)
         self.dtype = next(self.denoiser.parameters()).dtype
 
     # ---------------------------------------------------------------- inputs
@@ -240,7 +240,11 @@ class Solver:
         for name, value in (("any_grid", any_grid), ("resample", resample)):
             if not isinstance(value, (bool, np.bool_)):
                 raise ValueError(f"{name}={value!r} is invalid; expected True or False")
-        if not isinstance(polish_method, str) or polish_method not in self.problem.iterative_methods:
+        if polish > 0 and not self.problem.offers_residual:
+            self.problem.iterative_solve()  # raises: says why polish is not offered
+        if guidance > 0 and not self.problem.offers_residual:
+            self.problem.residual_terms()  # raises: says why guidance is not offered
+        if (polish > 0 or self.problem.offers_residual) and (not isinstance(polish_method, str) or polish_method not in self.problem.iterative_methods):
             raise ValueError(f"polish_method={polish_method!r} is unknown; expected one of "
                              f"{sorted(self.problem.iterative_methods)}")
         _check_sampler_options(sampler, sampler_options)
@@ -339,7 +343,7 @@ class Solver:
             norm = Normalisation.from_dict(meta["normalisation"])
         except (KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"checkpoint={str(path)!r} has incomplete metadata: {exc}") from None
-        problem = config.data.make_problem()
+        problem = config.data.make_problem(meta.get("card") or {})
         norm.validate(problem)
         card_params = (meta.get("card") or {}).get("params", problem.params())
         if card_params != problem.params():

@@ -371,3 +371,36 @@ def test_shipped_card_is_valid_without_its_files(repo_root):
     assert card.problem == "darcy" and card.grid.kind == "cell" and card.field_names == ["a", "f", "u"]
     assert dict(card.splits.fractions) == {"train": 0.9, "valid": 0.05, "test": 0.05} and card.splits.seed == 0
     assert "approximately" in card.note and "data-driven" in card.note
+
+
+def test_train_from_a_card_and_solve(pdebench, tmp_path):
+    """A tiny model trained through the shipped card on PDEBench-layout files: data-driven on the
+    cell grid (no Dirichlet ring, no residual, no polish), solved by the fields' card names."""
+    import pdediff
+    from pdediff.config import Config
+    from pdediff.training import train
+
+    card, arrays = pdebench
+    config = Config.from_dict({
+        "name": "card-tiny",
+        "data": {"train": str(card), "valid": str(card), "problem": "darcy"},
+        "model": {"network": "unet", "precond": "x0", "steps": 2, "sampler": "euler",
+                  "network_kwargs": {"model_channels": 8, "channel_mult": [1, 2], "attention_levels": []}},
+        "train": {"steps": 3, "batch_size": 4, "warmup_steps": 1, "log_every": 1, "valid_every": 3,
+                  "valid_samples": 2, "checkpoint_every": 3},
+    })
+    path = train(config, tmp_path / "run", progress=False)
+    solver = pdediff.load_solver(path)
+    assert solver.problem.condition_fields == ("a", "f") and solver.problem.dirichlet_field is None
+    assert not solver.problem.offers_residual
+    a, f = arrays["a"][:2], arrays["f"][:2]
+    u = solver.solve(a=a, f=f)
+    assert u.shape == (2, N, N) and np.all(np.isfinite(u))
+    # the coefficient's scale is divided out exactly: a / c with f / c gives the same u
+    np.testing.assert_allclose(solver.solve(a=3 * a, f=3 * f), u, rtol=1e-4, atol=1e-6 * np.abs(u).max())
+    with pytest.raises(ValueError, match="data-driven"):
+        solver.solve(a=a, f=f, polish=2)
+    with pytest.raises(ValueError, match="data-driven"):
+        solver.solve(a=a, f=f, guidance=0.5)
+    with pytest.raises(ValueError, match="'g' is not a field"):
+        solver.solve(a=a, f=f, g=np.zeros_like(a))

@@ -6,7 +6,8 @@ is one module here and one entry in :data:`PROBLEMS`.
 
 import dataclasses
 
-from pdediff.problems.base import COEFFICIENT, DIRICHLET, ROLES, SOURCE, FieldSpec, Grid, Problem, as_field
+from pdediff.problems.base import (COEFFICIENT, DIRICHLET, ROLES, SOURCE, DataDriven, FieldSpec, Grid, Problem, as_field,
+                                   data_problem)
 from pdediff.problems.darcy import Darcy
 from pdediff.problems.helmholtz import Helmholtz
 from pdediff.problems.poisson import Poisson
@@ -43,5 +44,5 @@ def get_problem(name: str, **params) -> Problem:
     return dataclasses.replace(problem, **params)
 
 
-__all__ = ["COEFFICIENT", "DEFAULT_PROBLEM", "DIRICHLET", "PROBLEMS", "ROLES", "SOURCE", "FieldSpec", "Grid", "Problem",
+__all__ = ["COEFFICIENT", "DEFAULT_PROBLEM", "DIRICHLET", "PROBLEMS", "ROLES", "SOURCE", "DataDriven", "FieldSpec", "data_problem", "Grid", "Problem",
            "as_field", "get_problem", "Darcy", "Helmholtz", "Poisson"]

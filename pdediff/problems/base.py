@@ -209,6 +209,7 @@ class Problem:
     solution_fields: tuple[str, ...] = ()
     linear: bool = True
     iterative_methods: tuple[str, ...] = ()  # names accepted by iterative_solve(method=...)
+    offers_residual = True  # False: residual, reference solves and polish are not offered
     fast_solve = None  # optional: a method (*fields) -> solution, exact and faster than reference_solve
 
     # ------------------------------------------------------------------ declarations
@@ -321,3 +322,66 @@ class Problem:
         m = sample_magnitude({k: fields[k] for k in scaled_names}, {k: self.support(k, n) for k in scaled_names})
         m = np.where(m == 0, 1.0, m)[..., None, None]
         return {k: (v / m if k in scaled_names else v) for k, v in fields.items()}, m
+
+
+class DataDriven(Problem):
+    """A problem's fields on data whose discretisation is not the problem's own (e.g. a
+    cell-centred grid described by a dataset card): every field acts at every node, there is no
+    Dirichlet ring, and the model learns from the data alone. The residual, the reference solves
+    and the polish are not offered: they would measure another discretisation.
+
+    Args:
+        base: the problem the data describe (its name and parameters are kept).
+        fields: the data's condition fields (roles: coefficient or source).
+        solution_fields: the data's solution fields.
+        reason: why the problem's own operator does not apply, for the error messages.
+    """
+
+    offers_residual = False
+    iterative_methods = ()
+
+    def __init__(self, base: Problem, fields: tuple[FieldSpec, ...], solution_fields: tuple[str, ...], reason: str):
+        self.base, self.name, self.fields = base, base.name, tuple(fields)
+        self.solution_fields, self.linear, self.reason = tuple(solution_fields), base.linear, reason
+        if any(f.role == DIRICHLET for f in self.fields):
+            raise ValueError(f"fields={[f.name for f in self.fields]}: data without a boundary ring take no "
+                             f"Dirichlet field; expected coefficient or source fields")
+
+    def params(self) -> dict:
+        return self.base.params()
+
+    def support(self, name: str, n: int) -> np.ndarray:
+        self.field(name)
+        return np.ones((n, n), dtype=bool)
+
+    def check_grid(self, n: int) -> None:
+        Grid(int(n))
+
+    def _not_offered(self, *args, **kwargs):
+        raise ValueError(f"problem {self.name!r} on these data is data-driven: residual, reference solves and "
+                         f"polish are not offered ({self.reason})")
+
+    operator = rhs = residual = residual_terms = relative_residual = _not_offered
+    reference_solve = iterative_solve = exact_solve = _not_offered
+
+
+def data_problem(base: Problem, card: dict) -> Problem:
+    """The problem as the engine sees a dataset described by ``card`` (a ``read_card`` dict): the
+    problem itself on pdediff's node grid, a :class:`DataDriven` view on any other grid.
+
+    Raises:
+        ValueError: a card whose fields are not the problem's.
+    """
+    grid = card.get("grid") or {}
+    if not isinstance(grid, dict) or grid.get("kind", "node") == "node":
+        return base
+    kinds = card.get("kinds") or {}
+    names = list(card.get("condition_fields") or [])
+    unknown = [k for k in names + [card.get("solution_field")] if k not in (*base.condition_fields, *base.solution_fields)]
+    if unknown:
+        raise ValueError(f"the dataset card names field(s) {unknown} that problem {base.name!r} does not have; "
+                         f"expected some of {[*base.condition_fields, *base.solution_fields]}")
+    fields = tuple(FieldSpec(k, COEFFICIENT if (kinds.get(k) or base.field(k).role) == COEFFICIENT else SOURCE,
+                             base.field(k).family) for k in names)
+    return DataDriven(base, fields, (card["solution_field"],),
+                      f"the card's {grid.get('kind')!r} grid is not pdediff's node grid")

@@ -61,6 +61,10 @@ def _amg_preconditioner(n: int):
     return pyamg.ruge_stuben_solver(_operator(n).tocsr()).aspreconditioner(cycle="V")
 
 
+#: The largest start ``phi0`` that :meth:`Poisson.iterative_solve` iterates from, as a multiple of
+#: the sample's largest |rho| or |g|: beyond it CG's inner products overflow float64.
+PHI0_RATIO_MAX = 1e100
+
 #: Preconditioners of the conjugate-gradient polish, by name: ``n -> M`` (None: plain CG).
 ITERATIVE = {
     "cg": lambda n: None,
@@ -133,19 +137,28 @@ class Poisson(Problem):
         ring = boundary_mask(rho.shape[-1])
         m = sample_magnitude({"rho": rho, "g": g}, {"rho": ~ring, "g": ring})
         m = np.where(m == 0, 1.0, m)[..., None, None]
-        return rho / m, g / m, m
+        # values where a field does not act are ignored (and may be far larger than m)
+        return np.where(ring, 0.0, rho) / m, np.where(ring, g, 0.0) / m, m
 
     def residual(self, phi, rho, g=None) -> np.ndarray:
         """Residual of a candidate solution, same shape as ``phi``.
 
         Interior nodes hold ``rho + lap_h(phi)``; boundary nodes hold ``phi - g``.
+
+        Raises:
+            ValueError: naming phi when the residual itself lies beyond the float64 range.
         """
         rho, g = self._inputs(rho, g)
-        phi = as_field("phi", phi, like=rho)
-        out = np.asarray(phi, dtype=np.float64) - g
-        rho_s, _, m = self._scaled(rho, g)
-        out[..., 1:-1, 1:-1] = (rho_s[..., 1:-1, 1:-1] - self.apply(phi / m)) * m
-        return check_finite("the residual", out)
+        phi = np.asarray(as_field("phi", phi, like=rho), dtype=np.float64)
+        ring = boundary_mask(phi.shape[-1])
+        out = np.where(ring, phi - np.where(ring, g, 0.0), 0.0)
+        _, _, m = self._scaled(rho, g)
+        # divide by the larger of the data's and phi's own magnitude: phi / m alone may overflow
+        # although the residual does not
+        s = np.maximum(m, np.max(np.abs(phi), axis=(-2, -1), keepdims=True, initial=0.0))
+        with np.errstate(over="ignore"):
+            out[..., 1:-1, 1:-1] = (np.where(ring, 0.0, rho)[..., 1:-1, 1:-1] / s - self.apply(phi / s)) * s
+        return check_finite("the residual of phi", out)
 
     def relative_residual(self, phi, rho, g=None) -> np.ndarray:
         """Per-sample ||rhs - A phi_int|| / ||rhs|| over the interior (lifted boundary data)."""
@@ -214,8 +227,12 @@ class Poisson(Problem):
         Returns:
             ``(phi, iterations)``: phi of the shape of rho, and the iterations each sample took
             (an int array of shape (B,) or a 0-d array).
+
+        Raises:
+            ValueError: naming the argument: a bad field, method, maxiter or rtol, or a ``phi0``
+                more than :data:`PHI0_RATIO_MAX` times larger than its sample's rho and g.
         """
-        if method not in ITERATIVE:
+        if not isinstance(method, str) or method not in ITERATIVE:
             raise ValueError(f"method={method!r} is unknown; expected one of {sorted(ITERATIVE)}")
         if not isinstance(maxiter, (int, np.integer)) or isinstance(maxiter, bool) or maxiter < 0:
             raise ValueError(f"maxiter={maxiter!r} is invalid; expected an integer >= 0")
@@ -228,7 +245,17 @@ class Poisson(Problem):
         a = _operator(n)
         preconditioner = ITERATIVE[method](n)
         b = self.rhs(rho_s, g_s).reshape(-1, (n - 2) ** 2)
-        u0 = (np.asarray(phi0, dtype=np.float64) / m)[..., 1:-1, 1:-1].reshape(-1, (n - 2) ** 2)
+        with np.errstate(over="ignore"):
+            u0 = (np.asarray(phi0, dtype=np.float64) / m)[..., 1:-1, 1:-1].reshape(-1, (n - 2) ** 2)
+        size = np.max(np.abs(u0), axis=1, initial=0.0)
+        far = np.any(b != 0, axis=1) & ~(size <= PHI0_RATIO_MAX)
+        if np.any(far):
+            k = int(np.flatnonzero(far)[0])
+            peak = float(np.max(np.abs(phi0.reshape(-1, n * n)[k])))
+            raise ValueError(
+                f"phi0 has largest magnitude {peak:.3g} (sample {k}), more than {PHI0_RATIO_MAX:g} times that of "
+                f"rho and g ({float(m.reshape(-1)[k]):.3g}); expected a start of the solution's size (or zeros)"
+            )
         out = np.empty_like(b)
         iters = np.zeros(len(b), dtype=np.int64)
         for k in range(len(b)):
@@ -238,7 +265,13 @@ class Poisson(Problem):
 
 
 def _cg(a, b, x0, maxiter: int, rtol: float, preconditioner=None):
-    """SciPy's (preconditioned) conjugate gradients from ``x0``; returns (x, iterations used)."""
+    """SciPy's (preconditioned) conjugate gradients from ``x0``; returns (x, iterations used).
+
+    CG's recursively updated residual drifts from the true ``b - A x`` by round-off of order
+    eps ||A x0||, so from a start much larger than the solution it stops early on a residual it
+    does not have; the true residual is checked and CG restarted from where it stopped while it
+    falls short and iterations remain.
+    """
     if not np.any(b):
         return np.zeros_like(b), 0
     count = [0]
@@ -250,7 +283,13 @@ def _cg(a, b, x0, maxiter: int, rtol: float, preconditioner=None):
         return x0, 0
     # atol: a residual at round-off level (an exact start, or a converged rtol = 0 run) would make
     # SciPy's next step 0/0; there is nothing left to gain below it
-    atol = 1e-15 * float(np.linalg.norm(b))
-    x, _ = spla.cg(a, b, x0=x0, rtol=rtol, atol=atol, maxiter=int(maxiter), M=preconditioner,
-                   callback=tick)
+    norm_b = float(np.linalg.norm(b))
+    atol = 1e-15 * norm_b
+    x = x0
+    while count[0] < maxiter:
+        before = count[0]
+        x, _ = spla.cg(a, b, x0=x, rtol=rtol, atol=atol, maxiter=int(maxiter - count[0]), M=preconditioner,
+                       callback=tick)
+        if count[0] == before or np.linalg.norm(b - a @ x) <= max(rtol * norm_b, atol):
+            break
     return x, count[0]
