@@ -14,7 +14,9 @@ from typing import Callable
 
 import torch
 
-from pdediff.sdes import SDE, Generator, append_dims, rand, randn, randn_like
+from pdediff.noise import Generator, rand, randn, randn_like
+from pdediff.sdes import SDE
+from pdediff.tensors import append_dims
 
 Denoiser = Callable[[torch.Tensor, torch.Tensor, object], torch.Tensor]
 

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
+from pdediff.checkpoint import group, load_checkpoint
 from pdediff.conditioning import Normalisation, channel_names, dirichlet_channels
 from pdediff.config import Config, check_network_kwargs
 from pdediff.denoiser import Denoiser
@@ -56,3 +59,55 @@ def build_denoiser(config: Config, problem: Problem, norm: Normalisation) -> Den
     dirichlet, mask = dirichlet_channels(problem)
     return Denoiser(net, sigma_data=float(sigma_data), dirichlet_channel=dirichlet, mask_channel=mask,
                     precond=config.model.precond)
+
+
+@dataclass
+class LoadedModel:
+    """A checkpoint's denoiser (in eval mode, on the CPU) with everything it was trained with."""
+
+    denoiser: torch.nn.Module
+    config: Config
+    norm: Normalisation
+    card: dict
+    problem: Problem
+
+
+def load_denoiser(path, weights: str = "ema") -> LoadedModel:
+    """Read a checkpoint (JSON metadata and tensors only, never pickles) and rebuild its denoiser.
+
+    Used by the solver and by fine-tuning (``train.init``) alike.
+
+    Args:
+        path: a training checkpoint or an exported one.
+        weights: ``"ema"`` (the EMA weights, falling back to the raw ones) or ``"model"``.
+
+    Raises:
+        ValueError: naming the file, for incomplete metadata, a normalisation that does not fit the
+            problem, problem parameters that differ between the config and the data card, or
+            weights that do not match the config.
+    """
+    tensors, meta = load_checkpoint(path)
+    try:
+        config = Config.from_dict(meta["config"])
+        norm = Normalisation.from_dict(meta["normalisation"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"checkpoint={str(path)!r} has incomplete metadata: {exc}") from None
+    card = meta.get("card") or {}
+    try:
+        problem = config.data.make_problem(card)
+        norm.validate(problem)
+    except ValueError as exc:
+        raise ValueError(f"checkpoint={str(path)!r}: {exc}") from None
+    card_params = card.get("params", problem.params())
+    if card_params != problem.params():
+        raise ValueError(f"checkpoint={str(path)!r} was trained on data with problem parameters {card_params} "
+                         f"but its config says data.params={problem.params()}")
+    denoiser = build_denoiser(config, problem, norm)
+    state = group(tensors, weights) or group(tensors, "model")
+    if not state:
+        raise ValueError(f"checkpoint={str(path)!r} holds no model weights")
+    try:
+        denoiser.load_state_dict({k: v.float() for k, v in state.items()})
+    except RuntimeError as exc:
+        raise ValueError(f"checkpoint={str(path)!r} does not match its config: {exc}") from None
+    return LoadedModel(denoiser.eval(), config, norm, card, problem)

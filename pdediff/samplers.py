@@ -30,7 +30,9 @@ from typing import Callable, Optional, Sequence
 
 import torch
 
-from pdediff.sdes import SDE, Generator, append_dims, randn_like
+from pdediff.noise import Generator, randn_like
+from pdediff.sdes import SDE
+from pdediff.tensors import append_dims
 
 Denoiser = Callable[[torch.Tensor, torch.Tensor, object], torch.Tensor]
 Callback = Optional[Callable[[dict], None]]

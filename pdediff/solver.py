@@ -16,16 +16,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pdediff.checkpoint import group, load_checkpoint
 from pdediff.conditioning import Normalisation, decode_fields, decode_solution, dirichlet_channels, encode
 from pdediff.config import Config
 from pdediff.guidance import residual_guided
-from pdediff.model import build_denoiser
+from pdediff.model import load_denoiser
 from pdediff.problems import as_field
 from pdediff.problems.base import DIRICHLET, boundary_mask
 from pdediff.regrid import prolong, restrict, transfer_ring
 from pdediff.samplers import SAMPLERS, get_sigmas_karras
-from pdediff.sdes import randn
+from pdediff.noise import randn
 
 
 #: The fewest noise levels each sampler is asked to take when the user picks a sampler other than
@@ -50,6 +49,42 @@ def _check_sampler_options(sampler: str, options) -> None:
     if unknown:
         raise ValueError(f"sampler_options={options!r}: {unknown} are not options of sampler {sampler!r}; "
                          f"expected some of {allowed}")
+    from pdediff.samplers import _TABLEAUS
+
+    # the values, so that none fails inside the sampler (a TypeError, a math domain error, NaN)
+    real = (int, float, np.integer, np.floating)
+
+    def number(v, low, high=np.inf, open_low=False, inf=False) -> bool:
+        return (isinstance(v, real) and not isinstance(v, (bool, np.bool_)) and not np.isnan(v)
+                and (v > low if open_low else v >= low) and v <= high and (inf or bool(np.isfinite(v))))
+
+    def count(v, low) -> bool:
+        return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_)) and v >= low
+
+    rules = {
+        "s_churn": (lambda v: number(v, 0), "a finite number >= 0"),
+        "s_tmin": (lambda v: number(v, 0), "a finite number >= 0"),
+        "s_tmax": (lambda v: number(v, 0, inf=True), "a number >= 0 (inf allowed)"),
+        "s_noise": (lambda v: number(v, 0), "a finite number >= 0"),
+        "rtol": (lambda v: number(v, 0, open_low=True), "a finite number > 0"),
+        "atol": (lambda v: number(v, 0, open_low=True), "a finite number > 0"),
+        "method": (lambda v: isinstance(v, str) and v in _TABLEAUS, f"one of {sorted(_TABLEAUS)}"),
+        "h_init": (lambda v: v is None or (number(v, -np.inf) and v != 0), "None or a finite nonzero number"),
+        "safety": (lambda v: number(v, 0, 1, open_low=True), "a number in (0, 1]"),
+        "max_steps": (lambda v: count(v, 1), "an integer >= 1"),
+        "snr": (lambda v: number(v, 0), "a finite number >= 0"),
+        "n_corrector": (lambda v: count(v, 0), "an integer >= 0"),
+        "predictor": (lambda v: isinstance(v, str) and v in ("reverse_diffusion", "euler_maruyama"),
+                      "'reverse_diffusion' or 'euler_maruyama'"),
+        "norm": (lambda v: isinstance(v, str) and v in ("sample", "batch"), "'sample' or 'batch'"),
+        "n_steps_each": (lambda v: count(v, 0), "an integer >= 0"),
+        "step_lr": (lambda v: v is None or number(v, 0), "None or a finite number >= 0"),
+    }
+    for k, v in options.items():
+        ok, expected = rules.get(k, (lambda v: True, ""))
+        if not ok(v):
+            raise ValueError(f"sampler_options={options!r}: {k}={v!r} is invalid for sampler {sampler!r}; "
+                             f"expected {expected}")
 
 
 @dataclass
@@ -229,9 +264,13 @@ class Solver:
             steps = self.config.model.steps
             if sampler != self.config.model.sampler:
                 steps = max(steps, SAMPLER_STEPS.get(sampler, 1))
-        for name, value, low in (("steps", steps, 1), ("batch_size", batch_size, 1), ("polish", polish, 0)):
-            if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < low:
-                raise ValueError(f"{name}={value!r} is invalid; expected an integer >= {low}")
+        # upper bounds: steps beyond them cannot be allocated, polish would run for days
+        for name, value, low, high in (("steps", steps, 1, 10_000), ("batch_size", batch_size, 1, None),
+                                       ("polish", polish, 0, 100_000)):
+            if (not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < low
+                    or (high is not None and value > high)):
+                expected = f"an integer >= {low}" if high is None else f"an integer in [{low}, {high}]"
+                raise ValueError(f"{name}={value!r} is invalid; expected {expected}")
         if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or seed < 0:
             raise ValueError(f"seed={seed!r} is invalid; expected an integer >= 0")
         if (not isinstance(guidance, (int, float, np.number)) or isinstance(guidance, bool)
@@ -337,27 +376,9 @@ class Solver:
     # ---------------------------------------------------------------- loading
     @classmethod
     def from_checkpoint(cls, path, device="cpu", weights: str = "ema") -> "Solver":
-        tensors, meta = load_checkpoint(path)
-        try:
-            config = Config.from_dict(meta["config"])
-            norm = Normalisation.from_dict(meta["normalisation"])
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ValueError(f"checkpoint={str(path)!r} has incomplete metadata: {exc}") from None
-        problem = config.data.make_problem(meta.get("card") or {})
-        norm.validate(problem)
-        card_params = (meta.get("card") or {}).get("params", problem.params())
-        if card_params != problem.params():
-            raise ValueError(f"checkpoint={str(path)!r} was trained on data with problem parameters {card_params} "
-                             f"but its config says data.params={problem.params()}")
-        denoiser = build_denoiser(config, problem, norm)
-        state = group(tensors, weights) or group(tensors, "model")
-        if not state:
-            raise ValueError(f"checkpoint={str(path)!r} holds no model weights")
-        try:
-            denoiser.load_state_dict({k: v.float() for k, v in state.items()})
-        except RuntimeError as exc:
-            raise ValueError(f"checkpoint={str(path)!r} does not match its config: {exc}") from None
-        return cls(denoiser, config, norm, meta.get("card"), device=device)
+        """A solver of the checkpoint at ``path`` (see :func:`pdediff.model.load_denoiser`)."""
+        loaded = load_denoiser(path, weights=weights)
+        return cls(loaded.denoiser, loaded.config, loaded.norm, loaded.card, device=device)
 
 
 def check_device(argument: str, device) -> torch.device:

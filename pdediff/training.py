@@ -27,8 +27,7 @@ from pdediff.conditioning import Normalisation, encode, encode_solution, fit_nor
 from pdediff.config import Config
 from pdediff.data import ShardReader, load_arrays, read_card
 from pdediff.losses import LOSSES
-from pdediff.model import build_denoiser, check_network
-from pdediff.problems import get_problem
+from pdediff.model import build_denoiser, check_network, load_denoiser
 from pdediff.samplers import SAMPLERS
 from pdediff.sdes import SDES
 from pdediff.solver import Solver
@@ -137,8 +136,7 @@ def build_loss(config: Config, sigma_data: float):
 def _init_state(config: Config, path) -> tuple[dict, Normalisation]:
     """Weights (EMA, else raw) and normalisation of checkpoint ``path`` to fine-tune from."""
     try:
-        source = Solver.from_checkpoint(path)  # validates the file, its metadata and weights
-        source.norm.validate(source.problem)
+        source = load_denoiser(path)  # validates the file, its metadata and weights
     except ValueError as exc:
         raise ValueError(f"train.init={str(path)!r} cannot be used: {exc}") from None
     mine, theirs = config.model, source.config.model

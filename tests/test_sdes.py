@@ -8,7 +8,9 @@ import pytest
 import torch
 from scipy import stats
 
-from pdediff.sdes import SDES, append_dims, randn
+from pdediff.noise import randn
+from pdediff.sdes import SDES
+from pdediff.tensors import append_dims
 
 torch.set_num_threads(1)  # the test machines are shared; threads only fight over tiny tensors
 
