@@ -3,10 +3,10 @@
     python -m benchmarks.families --checkpoints runs/default64/checkpoint.safetensors,shipped \\
         --data datasets/poisson64/test.h5
 
-The cases are those of ``python -m benchmarks`` (a test split, point charges and dipoles, disks
-and rectangles, rough random fields, a grid twice as fine), each solved with every model's
-default sampling at seeds 0 and 1. ``shipped`` names the model in ``pdediff/models``. Writes
-``benchmarks/results/families.md``.
+The cases are those of ``python -m benchmarks``, from ``pdediff.cases.CASES`` (a test split,
+point charges and dipoles, disks and rectangles, rough random fields, a grid twice as fine),
+each solved with every model's default sampling at seeds 0 and 1. ``shipped`` names the model
+in ``pdediff/models``. Writes ``benchmarks/results/families.md``.
 """
 
 from __future__ import annotations
@@ -16,21 +16,22 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.surrogate import cases, grid_options
+from benchmarks.surrogate import cases
 from pdediff import metrics
 from pdediff.atomic import write_text
+from pdediff.cases import grid_options
 
 RESULTS = Path(__file__).parent / "results"
 
 
-def solution_scale(solver, rho, g, ref) -> np.ndarray:
+def solution_scale(solver, fields: dict, ref) -> np.ndarray:
     """RMS of phi in the network's units (per-sample scale s times the training RMS): about 1
     for the training data; small where the solution is small next to its source."""
     import torch
 
     from pdediff.conditioning import sample_scale
 
-    s = sample_scale(solver.problem, solver.norm, {"rho": torch.as_tensor(rho), "g": torch.as_tensor(g)}).numpy()
+    s = sample_scale(solver.problem, solver.norm, {k: torch.as_tensor(v) for k, v in fields.items()}).numpy()
     rms = np.sqrt(np.mean(ref**2, axis=(-2, -1)))
     return rms / np.where(s == 0, 1.0, np.abs(s)) / solver.norm.solution_rms
 
@@ -38,12 +39,12 @@ def solution_scale(solver, rho, g, ref) -> np.ndarray:
 def family_errors(solver, case_list, seeds=(0, 1)) -> list[dict]:
     """One row per case: mean and median rel L2 of the first seed, mean two-seed spread."""
     rows = []
-    for name, rho, g, ref in case_list:
-        runs = np.stack([solver.solve(rho, g, seed=s, **grid_options(solver)) for s in seeds])
+    for name, fields, ref in case_list:
+        runs = np.stack([solver.solve(**fields, seed=s, **grid_options(solver)) for s in seeds])
         err = metrics.relative_l2(runs[0], ref)
         spread = metrics.seed_spread(runs, ref)
         rows.append({"case": name, "samples": len(ref), "rel_l2": float(err.mean()),
-                     "phi_scale_p10": float(np.percentile(solution_scale(solver, rho, g, ref), 10)),
+                     "phi_scale_p10": float(np.percentile(solution_scale(solver, fields, ref), 10)),
                      "rel_l2_median": float(np.median(err)), "seed_spread": float(spread.mean())})
     return rows
 

@@ -36,8 +36,8 @@ import torch
 
 from pdediff import metrics
 from pdediff.atomic import atomic_path, write_text
+from pdediff.cases import cases_for, grid_options
 from pdediff.plotting import plot_rows
-from pdediff.sources import draw
 
 RESULTS = Path(__file__).parent / "results"
 NFES = (2, 4, 8, 18, 35)
@@ -49,25 +49,30 @@ def steps_for(sampler: str, nfe: int) -> int:
 
 
 def cases(solver, data: str | None, samples: int, seed: int):
-    """(name, rho, g, ref) test cases: test split, unseen families, rough fields (white noise to
-    1/f; in the shipped model's training mixture), a finer grid."""
+    """(name, fields, ref) for each case of the solver's problem (``pdediff.cases.CASES``): the
+    test split (``data``, or fresh draws of its families), source families never seen in
+    training, rough fields (white noise to 1/f; in the shipped model's training mixture), a finer
+    grid (a quarter of the samples)."""
     problem = solver.problem
     n = solver.grid_size or 64
     out = []
-    if data:
-        from pdediff.data import load_arrays
+    for name, case in cases_for(problem).items():
+        if case.test_split and data:
+            from pdediff.data import load_arrays
 
-        arrays = load_arrays(data, limit=samples, dtype=np.float64)
-        out.append(("test split", arrays["rho"], arrays["g"]))
-    else:
-        out.append(("test split (fresh)", *draw(n, samples, source="blobs,grf", boundary="zero,smooth", seed=seed)))
-    out.append(("point charges & dipoles", *draw(n, samples, source="point_dipoles", boundary="zero,smooth", seed=seed)))
-    out.append(("disks & rectangles", *draw(n, samples, source="disks_rects", boundary="zero,smooth", seed=seed)))
-    out.append(("rough random fields", *draw(n, samples, source="rough", boundary="zero,smooth", seed=seed)))
-    m = 2 * n
-    out.append((f"N = {m} (trained at {n})", *draw(m, max(4, samples // 4), source="blobs,grf",
-                                                      boundary="zero,smooth", seed=seed)))
-    return [(name, rho, g, problem.reference_solve(rho, g)) for name, rho, g in out]
+            arrays = load_arrays(data, limit=samples, dtype=np.float64)
+            fields = {k: arrays[k] for k in problem.condition_fields if k in arrays}
+        else:
+            count = samples if case.grid_factor == 1 else max(4, samples // 4)
+            fields = case.draw(count, seed, problem=problem, n=n)
+            name = f"{name} (fresh)" if case.test_split else case.title(name, n)
+        out.append((name, fields))
+    return [(name, fields, problem.reference_solve(*_ordered(problem, fields))) for name, fields in out]
+
+
+def _ordered(problem, fields: dict) -> list:
+    """The problem's positional arguments: its condition fields in order (None where absent)."""
+    return [fields.get(k) for k in problem.condition_fields]
 
 
 def settings(solver):
@@ -88,11 +93,9 @@ def timed(fn, *args, repeat: int = 1, **kw):
     return out, best
 
 
-def grid_options(solver) -> dict:
-    """How to run on a grid other than the training one: natively if resolution-free, else resampled."""
-    if getattr(solver.denoiser.net, "resolution_free", False):
-        return {}
-    return {"resample": True}
+def _take(fields: dict, rows) -> dict:
+    """The samples ``rows`` (a slice) of every field."""
+    return {k: v[rows] for k, v in fields.items()}
 
 
 def accuracy(solver, case_list, *, samplers, nfes, guidance: float, polish: int, amg: int, seeds: int):
@@ -100,80 +103,87 @@ def accuracy(solver, case_list, *, samplers, nfes, guidance: float, polish: int,
     problem = solver.problem
     grid = grid_options(solver)
     rows = []
-    for name, rho, g, ref in case_list:
-        fields = {"rho": rho, "g": g}
+    for name, fields, ref in case_list:
+        args = _ordered(problem, fields)
+        count = len(ref)
 
         def add(method, phi, secs, nfe, extra=None, sub=slice(None)):
-            rep = metrics.report(problem, phi, {k: v[sub] for k, v in fields.items()}, ref[sub])
+            rep = metrics.report(problem, phi, _take(fields, sub), ref[sub])
             rows.append({"case": name, "solver": method, "nfe": nfe, "ms_per_sample": 1e3 * secs / len(phi),
                          **{k: float(np.mean(v)) for k, v in rep.items()}, **(extra or {})})
 
         for sampler in samplers:
             for nfe in nfes:
-                (phi, info), secs = timed(solver.solve, rho, g, sampler=sampler, steps=steps_for(sampler, nfe),
+                (phi, info), secs = timed(solver.solve, **fields, sampler=sampler, steps=steps_for(sampler, nfe),
                                           return_info=True, **grid)
                 add(f"{sampler}", phi, secs, info.nfe)
         for label, sampler, steps in settings(solver):
             kw = dict(sampler=sampler, steps=steps, return_info=True, **grid)
             if guidance > 0:
-                (phi, info), secs = timed(solver.solve, rho, g, guidance=guidance, **kw)
+                (phi, info), secs = timed(solver.solve, **fields, guidance=guidance, **kw)
                 add(f"{label} + guidance {guidance:g}", phi, secs, info.nfe)
             for method, ks in (("cg", (polish // 4, polish) if polish else ()), ("amg", range(1, amg + 1))):
                 for k in ks:
-                    (phi, info), secs = timed(solver.solve, rho, g, polish=k, polish_method=method, **kw)
+                    (phi, info), secs = timed(solver.solve, **fields, polish=k, polish_method=method, **kw)
                     add(f"{label} + {k} {method.upper()}", phi, secs, info.nfe)
             # seed-to-seed spread: ||phi_seed - mean|| / ||mean||, averaged over seeds and samples
-            sub = slice(0, min(len(rho), 16))
-            runs = np.stack([solver.solve(rho[sub], g[sub], sampler=sampler, steps=steps, seed=s, **grid)
+            sub = slice(0, min(count, 16))
+            runs = np.stack([solver.solve(**_take(fields, sub), sampler=sampler, steps=steps, seed=s, **grid)
                              for s in range(seeds)])
             spread = metrics.seed_spread(runs)
-            nfe = solver.solve(rho[:1], g[:1], sampler=sampler, steps=steps, return_info=True, **grid)[1].nfe
+            nfe = solver.solve(**_take(fields, slice(1)), sampler=sampler, steps=steps, return_info=True,
+                               **grid)[1].nfe
             add(f"{label}, {seeds} seeds (first {len(runs[0])} samples)", runs[0], np.nan, nfe,
                 {"seed_spread": float(np.mean(spread))}, sub)
-        _, secs = timed(problem.reference_solve, rho, g)
+        _, secs = timed(problem.reference_solve, *args)
         add("SciPy sparse LU", ref, secs, 0)
-        problem.iterative_solve(np.zeros_like(rho[:1]), rho[:1], g[:1], maxiter=1, method="amg")  # setup, once per N
+        first = _ordered(problem, _take(fields, slice(1)))
+        problem.iterative_solve(np.zeros_like(ref[:1]), *first, maxiter=1, method="amg")  # setup, once per N
         for k in range(1, amg + 1):  # the classical method alone, from zero
-            phi, secs = timed(lambda: problem.iterative_solve(np.zeros_like(rho), rho, g, maxiter=k, rtol=0.0,
+            phi, secs = timed(lambda: problem.iterative_solve(np.zeros_like(ref), *args, maxiter=k, rtol=0.0,
                                                               method="amg")[0], repeat=3)
             add(f"{k} AMG from zero", phi, secs, 0)
     return rows
 
 
-def polish_savings(solver, rho, g) -> dict:
+def polish_savings(solver, fields: dict) -> dict:
     """Mean iterations to a relative residual of 1e-8 from zero and from the network's answer,
     for each classical method: ``{"cg from zero": 190.0, "cg from network (heun)": 181.0, ...}``."""
     problem = solver.problem
-    starts = {"zero": np.zeros_like(rho)}
+    args = _ordered(problem, fields)
+    starts = {"zero": np.zeros_like(args[0])}
     for label, sampler, steps in settings(solver):
-        starts[f"network ({label})"] = solver.solve(rho, g, sampler=sampler, steps=steps, **grid_options(solver))
+        starts[f"network ({label})"] = solver.solve(**fields, sampler=sampler, steps=steps, **grid_options(solver))
     out = {}
     for method in problem.iterative_methods:
         for name, start in starts.items():
-            _, iters = problem.iterative_solve(start, rho, g, maxiter=10_000, rtol=1e-8, method=method)
+            _, iters = problem.iterative_solve(start, *args, maxiter=10_000, rtol=1e-8, method=method)
             out[f"{method} from {name}"] = float(np.mean(iters))
     return out
 
 
 def timing(solver, sizes, batches, seed: int):
-    """Seconds per sample of every solver against N and batch size."""
+    """Seconds per sample of every solver against N and batch size, on fresh draws of the
+    training families (the test split's case)."""
     problem = solver.problem
+    case = next(c for c in cases_for(problem).values() if c.test_split)
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     rows = []
     for n in sizes:
         for batch in batches:
-            rho, g = draw(n, batch, source="blobs,grf", boundary="zero,smooth", seed=seed)
+            fields = case.draw(batch, seed, problem=problem, n=n)
+            args, first = _ordered(problem, fields), _ordered(problem, _take(fields, slice(1)))
             a = problem.operator(n)
-            b = problem.rhs(rho, g).reshape(batch, -1)
+            b = problem.rhs(*args).reshape(batch, -1)
 
             def spsolve_each():
                 return [spla.spsolve(a, b[k]) for k in range(batch)]
 
-            problem.reference_solve(rho[:1], g[:1])  # factorise once (cached per N)
-            problem.fast_solve(rho[:1], g[:1])
+            problem.reference_solve(*first)  # factorise once (cached per N)
+            problem.fast_solve(*first)
             for name, fn in (("SciPy spsolve", spsolve_each),
-                             ("SciPy cached LU", lambda: problem.reference_solve(rho, g)),
-                             ("DST fast solver", lambda: problem.fast_solve(rho, g))):
+                             ("SciPy cached LU", lambda: problem.reference_solve(*args)),
+                             ("DST fast solver", lambda: problem.fast_solve(*args))):
                 _, secs = timed(fn, repeat=2 if n <= 128 else 1)
                 rows.append({"solver": name, "device": "cpu", "N": n, "batch": batch, "s_per_sample": secs / batch})
             for device in devices:
@@ -181,9 +191,9 @@ def timing(solver, sizes, batches, seed: int):
                 solver.device = torch.device(device)
                 for label, sampler, steps in settings(solver):
                     kw = dict(sampler=sampler, steps=steps, **grid_options(solver))
-                    solver.solve(rho[:1], g[:1], **kw)  # warm-up
-                    _, secs = timed(solver.solve, rho, g, batch_size=batch, repeat=2 if n <= 128 else 1, **kw)
-                    nfe_used = solver.solve(rho[:1], g[:1], return_info=True, **kw)[1].nfe
+                    solver.solve(**_take(fields, slice(1)), **kw)  # warm-up
+                    _, secs = timed(solver.solve, **fields, batch_size=batch, repeat=2 if n <= 128 else 1, **kw)
+                    nfe_used = solver.solve(**_take(fields, slice(1)), return_info=True, **kw)[1].nfe
                     rows.append({"solver": f"pdediff {label}, {nfe_used} NFE", "device": device,
                                  "N": n, "batch": batch, "s_per_sample": secs / batch})
             solver.denoiser.to("cpu")
@@ -299,10 +309,11 @@ def main(argv=None) -> int:
     t0 = time.perf_counter()
     acc = accuracy(solver, case_list, samplers=args.samplers.split(","), nfes=nfes, guidance=args.guidance,
                    polish=args.polish, amg=args.amg, seeds=args.seeds)
-    name, rho, g, ref = case_list[0]
-    savings = polish_savings(solver, rho[:16], g[:16])
+    savings = polish_savings(solver, _take(case_list[0][1], slice(16)))
     times = timing(solver, sizes, batches, args.seed)
-    gallery = [(c, r[0], solver.solve(r[:1], gg[:1], **grid_options(solver))[0], f[0]) for c, r, gg, f in case_list]
+    first = solver.problem.condition_fields[0]
+    gallery = [(name, fields[first][0], solver.solve(**_take(fields, slice(1)), **grid_options(solver))[0], ref[0])
+               for name, fields, ref in case_list]
     meta = {"command": "python -m benchmarks " + " ".join(argv if argv is not None else __import__("sys").argv[1:]),
             "machine": f"{platform.processor() or platform.machine()}, {__import__('os').cpu_count()} cores"
                        + (f", GPU {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else ", no GPU"),

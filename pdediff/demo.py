@@ -1,10 +1,12 @@
 """``make demo``: solve new charge distributions with the shipped model and compare with SciPy.
 
-Prints a table of relative L2 error, maximum error, boundary error, PDE residual and wall time
-for pdediff (its default probability-flow ODE sampling) with and without a multigrid polish
-(conjugate gradients preconditioned by algebraic multigrid, started from the network's answer),
-against SciPy's sparse direct solver and the same polish started from zero, and writes a
-picture of rho / phi / reference / error.
+Solves fresh samples of every case of the model's problem in :data:`pdediff.cases.CASES` (the
+cases of the benchmark and of the shipped model's tests) and prints a table of relative L2
+error, maximum error, boundary error, PDE residual and wall time for pdediff (its default
+probability-flow ODE sampling) with and without a multigrid polish (conjugate gradients
+preconditioned by algebraic multigrid, started from the network's answer), against SciPy's
+sparse direct solver and the same polish started from zero, and writes a picture of
+rho / phi / reference / error.
 
 Run ``python -m pdediff.demo --help`` for the options.
 """
@@ -18,21 +20,14 @@ import time
 import numpy as np
 
 from pdediff import metrics
+from pdediff.cases import cases_for, grid_options
 from pdediff.plotting import plot_rows
-from pdediff.sources import draw
 
-CASES = (  # (label, source family, boundary family); none of these samples was seen in training
-    ("blobs, g = 0", "blobs", "zero"),
-    ("grf, smooth g", "grf", "smooth"),
-    ("point charges/dipoles (unseen)", "point_dipoles", "zero"),
-    ("disks/rectangles (unseen)", "disks_rects", "smooth"),
-)
-
-
-def make_cases(n: int, per_case: int, seed: int):
-    """Fresh fields for each case, from a seed stream that the generator's splits never use."""
-    return [(label, *draw(n, per_case, source=source, boundary=boundary, seed=seed, stream=9_999 + c))
-            for c, (label, source, boundary) in enumerate(CASES)]
+def make_cases(problem, n: int, per_case: int, seed: int):
+    """(title, case, fields) for every case of ``problem`` (:data:`pdediff.cases.CASES`): fresh
+    fields, from a random stream that the generator's splits never use."""
+    return [(case.title(name, n), case, case.draw(per_case, seed, problem=problem, n=n))
+            for name, case in cases_for(problem).items()]
 
 
 def run(checkpoint=None, *, per_case: int = 4, sampler: str | None = None, steps: int | None = None,
@@ -54,21 +49,24 @@ def run(checkpoint=None, *, per_case: int = 4, sampler: str | None = None, steps
     header = f"{'case':<32}{'solver':<24}{'rel L2':>10}{'max err':>10}{'bdry err':>10}{'residual':>10}{'ms/sample':>11}"
     print(header)
     print("-" * len(header))
-    warm = make_cases(n, 1, seed)[0][1:]  # warm-up: first-call costs (factorisation, kernels) are not per sample
-    solver.solve(*warm, sampler=sampler, steps=steps)
-    problem.reference_solve(*warm)
-    problem.iterative_solve(np.zeros_like(warm[0]), *warm, maxiter=1, method="amg")  # builds the hierarchy
-    for label, *values in make_cases(n, per_case, seed):
-        fields = dict(zip(names, values))
+    for label, case, fields in make_cases(problem, n, per_case, seed):
+        m = case.grid(n)
+        grid = grid_options(solver, m)
+        values = [fields.get(k) for k in names]
+        first = [None if v is None else v[:1] for v in values]
+        # warm-up on this grid: first-call costs (factorisation, AMG hierarchy, kernels) are not per sample
+        solver.solve(*first, sampler=sampler, steps=steps, **grid)
+        problem.reference_solve(*first)
+        problem.iterative_solve(np.zeros_like(first[0]), *first, maxiter=1, method="amg")
         t0 = time.perf_counter()
-        a, b = problem.operator(n), problem.rhs(*values).reshape(len(values[0]), -1)
+        a, b = problem.operator(m), problem.rhs(*values).reshape(per_case, -1)
         [spla.spsolve(a, b[k]) for k in range(len(b))]
         t_spsolve = time.perf_counter() - t0
         t0 = time.perf_counter()
         ref = problem.reference_solve(*values)  # SciPy sparse LU, factorisation cached per N
         t_ref = time.perf_counter() - t0
         results = [("SciPy spsolve", ref, t_spsolve), ("SciPy LU, cached", ref, t_ref)]
-        phi, info = solver.solve(*values, sampler=sampler, steps=steps, return_info=True)
+        phi, info = solver.solve(*values, sampler=sampler, steps=steps, return_info=True, **grid)
         results.append((f"pdediff ({info.nfe} NFE)", phi, info.seconds))
         if polish:
             t0 = time.perf_counter()
@@ -116,6 +114,8 @@ def main(argv=None) -> int:
     p.add_argument("--png", default="demo.png")
     args = p.parse_args(argv)
     try:
+        if args.per_case < 1:
+            raise ValueError(f"--per-case={args.per_case}; expected an integer >= 1")
         from pdediff.models import DEFAULT, FOLDER, MODELS
 
         if args.checkpoint is None and not (FOLDER / MODELS[DEFAULT]).is_file():

@@ -2,11 +2,12 @@
 
 import json
 
+import numpy as np
 import pytest
-
 import xarray as xr
 
 from benchmarks.surrogate import main, steps_for
+from pdediff.data import load_arrays
 from pdediff.config import Config
 from pdediff.training import train
 
@@ -28,7 +29,10 @@ def test_steps_for_nfe():
     assert steps_for("euler", 8) == 8
 
 
-def test_benchmark_writes_tables_netcdf_and_figures(tiny_dataset, tmp_path):
+def test_benchmark_writes_tables_netcdf_and_figures(tiny_dataset, tmp_path, record_plot_rows, png_pixels):
+    import benchmarks.surrogate
+
+    galleries = record_plot_rows(benchmarks.surrogate)
     ckpt = tiny_checkpoint(tiny_dataset, tmp_path / "run", valid=True)
     out = tmp_path / "results"
     rc = main(["--checkpoint", str(ckpt), "--data", str(tiny_dataset / "test.h5"), "--samples", "4",
@@ -43,13 +47,29 @@ def test_benchmark_writes_tables_netcdf_and_figures(tiny_dataset, tmp_path):
     assert {"SciPy spsolve", "SciPy cached LU", "DST fast solver"} <= set(timing["solver"].values)
     table = (out / "results.md").read_text()
     assert "| test split | heun |" in table and "Time per sample" in table
-    polish = json.loads((out / "results.json").read_text())["polish"]
+    results = json.loads((out / "results.json").read_text())
+    polish = results["polish"]
     assert polish["cg from zero"] > polish["amg from zero"] > 0
     # the classical method alone, from zero: AMG-preconditioned CG converges on N = 17
     assert float(acc["rel_l2"].sel(case="test split", solver="3 AMG from zero", nfe=0)) < 1e-3
     assert float(acc["rel_l2"].sel(case="test split", solver="heun + 3 AMG", nfe=17)) < 1e-3
-    for png in ("error_vs_nfe.png", "time_vs_n.png", "gallery.png"):
-        assert (out / png).stat().st_size > 1000
+    # figures of the size they are drawn at, not blank; the gallery shows each case's first
+    # sample, the model's answer and the reference on the case's grid
+    cases = list(dict.fromkeys(r["case"] for r in results["accuracy"]))
+    assert cases == ["test split", "point charges & dipoles", "disks & rectangles", "rough random fields",
+                     "N = 34 (trained at 17)"]
+    png_pixels(out / "error_vs_nfe.png", round(420 * len(cases)), 360)
+    png_pixels(out / "time_vs_n.png", 550, 400)
+    png_pixels(out / "gallery.png", 1350, round(3.4 * 90 * len(cases)))
+    [(path, rows)] = galleries
+    assert path == out / "gallery.png" and [r[0] for r in rows] == cases
+    test_split = load_arrays(tiny_dataset / "test.h5", dtype=np.float64)
+    np.testing.assert_array_equal(rows[0][1], test_split["rho"][0])
+    np.testing.assert_allclose(rows[0][3], test_split["phi"][0], atol=1e-5 * np.abs(rows[0][3]).max())
+    for name, rho, phi, ref in rows:
+        n = 34 if name.startswith("N = 34") else 17
+        assert rho.shape == phi.shape == ref.shape == (n, n) and np.ptp(rho) > 0 and np.ptp(ref) > 0
+        assert not np.array_equal(phi, ref)  # the network's answer, not the reference twice
 
 
 def test_sampling_sweep_writes_its_table(tiny_dataset, tmp_path):

@@ -5,6 +5,7 @@ import json
 import subprocess
 import sys
 import textwrap
+from types import SimpleNamespace
 
 import h5py
 import numpy as np
@@ -25,11 +26,17 @@ def arrays(path):
     return load_arrays(path, dtype=None)
 
 
-def run_cli(repo_root, *args):
-    return subprocess.run(
-        [sys.executable, str(repo_root / "generate_data.py"), "--quiet", *map(str, args)],
-        cwd=repo_root, capture_output=True, text=True, timeout=120,
-    )
+def run_cli(capsys, *args):
+    """generate_data.py's ``main`` in this process: its exit status, stdout and stderr."""
+    import generate_data
+
+    capsys.readouterr()
+    try:
+        returncode = generate_data.main(["--quiet", *map(str, args)])
+    except SystemExit as exc:  # argparse's error(): status 2
+        returncode = exc.code
+    out = capsys.readouterr()
+    return SimpleNamespace(returncode=returncode, stdout=out.out, stderr=out.err)
 
 
 @pytest.mark.parametrize("dtype, tol", [("float32", 1e-5), ("float64", 1e-12)])
@@ -94,7 +101,7 @@ def test_bad_shard_text(text):
         parse_shard(text)
 
 
-def test_resume_after_kill_matches_uninterrupted_run(tmp_path, repo_root, monkeypatch):
+def test_resume_after_kill_matches_uninterrupted_run(tmp_path, repo_root, monkeypatch, capsys):
     card = small_card()
     killed = tmp_path / "killed"
     script = textwrap.dedent(f"""
@@ -112,7 +119,7 @@ def test_resume_after_kill_matches_uninterrupted_run(tmp_path, repo_root, monkey
     with h5py.File(killed / "train.h5.partial") as f:
         assert f.attrs["completed"] == 16
 
-    refused = run_cli(repo_root, "--n", 17, "--count", 40, "--out", killed)
+    refused = run_cli(capsys, "--n", 17, "--count", 40, "--out", killed)
     assert refused.returncode == 2 and "--resume" in refused.stderr
 
     solved = []
@@ -151,19 +158,26 @@ def test_resume_refuses_other_settings(tmp_path):
         generate_dataset(tmp_path, small_card(seed=6), resume=True)
 
 
-def test_existing_output_needs_overwrite(tmp_path, repo_root):
+def test_existing_output_needs_overwrite(tmp_path, capsys):
     args = ("--n", 9, "--count", 5, "--out", tmp_path)
-    assert run_cli(repo_root, *args).returncode == 0
-    refused = run_cli(repo_root, *args)
+    done = run_cli(capsys, *args)
+    assert done.returncode == 0
+    assert done.stdout.split("\n")[:3] == [f"{s}: {c} samples in {tmp_path / f'{s}.h5'}" for s, c in
+                                            (("train", 5), ("valid", 1), ("test", 1))]
+    first = load_arrays(tmp_path)
+    refused = run_cli(capsys, *args)
     assert refused.returncode == 2 and "exists" in refused.stderr and "--overwrite" in refused.stderr
-    assert run_cli(repo_root, *args, "--overwrite").returncode == 0
-    assert load_arrays(tmp_path)["phi"].shape == (5, 9, 9)
+    assert run_cli(capsys, *args, "--overwrite").returncode == 0
+    again = load_arrays(tmp_path)
+    assert again["phi"].shape == (5, 9, 9)
+    for name in first:  # the same seed writes the same samples again
+        np.testing.assert_array_equal(again[name], first[name])
 
 
-def test_unwritable_output_exits_2(tmp_path, repo_root):
+def test_unwritable_output_exits_2(tmp_path, capsys):
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
-    proc = run_cli(repo_root, "--n", 9, "--count", 5, "--out", blocker / "data")
+    proc = run_cli(capsys, "--n", 9, "--count", 5, "--out", blocker / "data")
     assert proc.returncode == 2 and "out=" in proc.stderr and "writable" in proc.stderr
 
 
@@ -180,12 +194,12 @@ def test_unwritable_output_exits_2(tmp_path, repo_root):
         (["--resume", "--overwrite"], "not allowed with"),
     ],
 )
-def test_cli_bad_arguments_exit_2(tmp_path, repo_root, args, expected):
+def test_cli_bad_arguments_exit_2(tmp_path, capsys, args, expected):
     base = {"--n": 9, "--count": 5, "--out": tmp_path / "out"}
     for flag, value in zip(args[::2], args[1::2]):
         base[flag] = value
     argv = [str(x) for pair in base.items() for x in pair] + [a for a in args if a in ("--resume", "--overwrite")]
-    proc = run_cli(repo_root, *argv)
+    proc = run_cli(capsys, *argv)
     assert proc.returncode == 2
     assert expected in proc.stderr
     assert not (tmp_path / "out" / "train.h5").exists()

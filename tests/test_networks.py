@@ -176,10 +176,20 @@ def test_state_dict_saves_as_safetensors(tmp_path):
         assert torch.equal(a, b), k
 
 
-def test_registry_and_bad_options():
-    assert NETWORKS == {"unet": UNet, "fno": FNOScore}
-    with pytest.raises(ValueError, match="'transformer'"):
+def test_registry_builds_what_it_names_and_bad_options():
+    # every registered network has a tiny set-up here, so every parametrized test covers it
+    assert set(TINY) == set(NETWORKS)
+    for name, cls in NETWORKS.items():
+        net = build_network(name, COND_CHANNELS, **TINY[name])
+        assert type(net) is cls and net.config["cond_channels"] == COND_CHANNELS
+        assert {k: v for k, v in net.config.items() if k in TINY[name]} == json.loads(json.dumps(TINY[name]))
+        # the solver reads this to choose between solving natively and resampling (pdediff.cases.grid_options)
+        assert isinstance(cls.resolution_free, bool)
+    assert NETWORKS["fno"].resolution_free and not NETWORKS["unet"].resolution_free
+    with pytest.raises(ValueError, match=r"'transformer' is not known; choose one of \['fno', 'unet'\]"):
         build_network("transformer", COND_CHANNELS)
+    with pytest.raises(ValueError, match="network_kwargs=.*do not fit network 'fno'"):
+        build_network("fno", COND_CHANNELS, model_channels=8)
     with pytest.raises(ValueError, match="embed"):
         UNet(COND_CHANNELS, embed="learned")
     with pytest.raises(ValueError, match="attention_levels"):

@@ -1,6 +1,7 @@
 """The model shipped in pdediff/models: it loads with no argument and meets its measured figures.
 
-Thresholds are the README's measured figures with a margin, on fresh samples the model never saw
+The cases and their thresholds (the README's measured figures with a margin) are those of
+``pdediff.cases.CASES``, which the demo and the benchmark loop over too; the samples are fresh
 (a seed stream the generator's splits do not use), so a regression in the engine or the file
 shows up here.
 """
@@ -10,17 +11,13 @@ import pytest
 
 import pdediff
 from pdediff import metrics
-from pdediff.sources import draw
+from pdediff.cases import CASES, grid_options
+from pdediff.problems import DEFAULT_PROBLEM
 
-# measured with `python -m benchmarks` (see README); margins allow for other fresh samples
-IN_DISTRIBUTION_REL_L2 = 0.02  # measured 0.0066 on these 8 samples
+SHIPPED_CASES = CASES[DEFAULT_PROBLEM]  # the shipped model solves the default problem
+CHECKED = [name for name, case in SHIPPED_CASES.items() if case.check]
 POLISHED_REL_L2 = 1e-4  # issue 5's target; measured 1.4e-6 with 2 AMG-preconditioned CG iterations
 SEED_SPREAD = 1e-3  # issue 5's target; measured 1.2e-5 over 4 seeds
-# other source families, 16 fresh samples each: (family, seed, threshold); measured 0.0091,
-# 0.061 and 0.022. The base model without rough fields in training had 2.8 %, 13 % and 70 %
-# over 128 samples (python -m benchmarks.families).
-FAMILIES = [("disks_rects", 80, 0.05), ("point_dipoles", 81, 0.10), ("rough", 82, 0.06)]
-RESAMPLED_128_REL_L2 = 0.02  # measured 0.0017 on 4 samples at N = 128 (issue 5's target: 5 %)
 
 
 @pytest.fixture(scope="module")
@@ -28,38 +25,56 @@ def solver():
     return pdediff.load_solver()
 
 
+def check_draw(solver, name, count=None, seed=None):
+    """The fields of case ``name`` that its check draws (or ``count`` at ``seed``)."""
+    case = SHIPPED_CASES[name]
+    return case.draw(count or case.check.count, case.check.seed if seed is None else seed,
+                     problem=solver.problem, n=solver.grid_size)
+
+
 @pytest.fixture(scope="module")
-def fresh():
-    rho, g = draw(64, 8, source="blobs,grf", boundary="zero,smooth", seed=77)
-    return rho, g
+def fresh(solver):
+    """The test split's check: 8 fresh samples of the training families, (rho, g)."""
+    fields = check_draw(solver, "test split")
+    return fields["rho"], fields["g"]
 
 
 def test_shipped_model_loads_with_its_card(solver):
     assert solver.grid_size == 64
     # fine-tuned (15,000 pairs of blobs, grf, rough) from the base model trained on 20,000 pairs
-    assert solver.card["problem"] == "poisson" and solver.card["counts"]["train"] >= 15000
+    assert solver.card["problem"] == "poisson" == solver.problem.name == DEFAULT_PROBLEM
+    assert solver.card["counts"]["train"] >= 15000
     assert solver.card["source"] == "blobs,grf,rough"
     assert "default64" in solver.config.train.init  # the base run (configs/default64.yaml)
     assert solver.config.model.network == "unet" and solver.config.model.sampler == "euler"
     assert solver.config.model.precond == "x0"
 
 
-def test_accuracy_boundary_and_equivariance_on_fresh_samples(solver, fresh):
-    rho, g = fresh
-    ref = solver.problem.reference_solve(rho, g)
-    phi = solver.solve(rho, g)
-    rep = metrics.report(solver.problem, phi, {"rho": rho, "g": g}, ref)
-    assert np.mean(rep["rel_l2"]) < IN_DISTRIBUTION_REL_L2
+def test_the_cases_are_those_the_readme_reports():
+    assert list(SHIPPED_CASES) == ["test split", "point charges & dipoles", "disks & rectangles",
+                                   "rough random fields", "finer grid"]
+    assert SHIPPED_CASES["finer grid"].title("finer grid", 64) == "N = 128 (trained at 64)"
+    assert CHECKED == list(SHIPPED_CASES)  # every case has a check
+
+
+@pytest.mark.parametrize("name", CHECKED)
+def test_every_case_meets_its_check(solver, name):
+    case = SHIPPED_CASES[name]
+    fields = check_draw(solver, name)
+    size = case.grid(solver.grid_size)
+    assert fields["rho"].shape == (case.check.count, size, size)
+    ref = solver.problem.reference_solve(fields["rho"], fields["g"])
+    phi = solver.solve(**fields, **grid_options(solver, size))
+    rep = metrics.report(solver.problem, phi, fields, ref)
+    assert np.mean(rep["rel_l2"]) < case.check.max_rel_l2
     assert np.max(rep["boundary_err"]) <= 1e-6
+
+
+def test_scale_equivariance_on_fresh_samples(solver, fresh):
+    rho, g = fresh
+    phi = solver.solve(rho, g)
     for c in (1e-3, 1e3):
         np.testing.assert_allclose(solver.solve(c * rho, c * g), c * phi, rtol=1e-5, atol=1e-5 * c * np.abs(phi).max())
-
-
-@pytest.mark.parametrize("family,seed,threshold", FAMILIES)
-def test_other_source_families(solver, family, seed, threshold):
-    rho, g = draw(64, 16, source=family, boundary="zero,smooth", seed=seed)
-    phi = solver.solve(rho, g)
-    assert np.mean(metrics.relative_l2(phi, solver.problem.reference_solve(rho, g))) < threshold
 
 
 def test_polish_reaches_the_exact_solution_faster_than_from_zero(solver, fresh):
@@ -85,14 +100,43 @@ def test_seeds_agree(solver, fresh):
 def test_the_unet_refuses_other_grids_unless_resampled(solver):
     with pytest.raises(ValueError, match=r"rho has shape \(128, 128\); this unet model was trained on \(64, 64\)"):
         solver.solve(np.zeros((128, 128)))
-    rho, g = draw(128, 4, source="blobs,grf", boundary="zero,smooth", seed=79)
-    ref = solver.problem.reference_solve(rho, g)
-    assert np.mean(metrics.relative_l2(solver.solve(rho, g, resample=True), ref)) < RESAMPLED_128_REL_L2
+    assert grid_options(solver, 128) == {"resample": True} and grid_options(solver, 64) == {}
+
+
+def test_demo_solves_and_draws_every_case(tmp_path, capsys, record_plot_rows):
+    from pdediff import demo
+
+    drawn = record_plot_rows(demo, draw=False)  # what it draws; plot_rows' PNG is checked in test_benchmarks
+    png = tmp_path / "demo.png"
+    assert demo.main(["--per-case", "1", "--png", str(png)]) == 0
+    out = capsys.readouterr().out
+    titles = [case.title(name, 64) for name, case in SHIPPED_CASES.items()]
+    table = {}
+    for line in out.splitlines():
+        title = next((t for t in titles if line.startswith(t)), None)
+        if title:
+            method, figures = line[32:56].strip(), [float(v) for v in line[56:].split()]
+            table[title, method] = dict(zip(("rel_l2", "max_err", "boundary_err", "residual", "ms"), figures))
+    methods = ["SciPy spsolve", "SciPy LU, cached", "pdediff (2 NFE)", "pdediff + 2 AMG-CG", "2 AMG-CG from zero"]
+    assert sorted(table) == sorted((t, m) for t in titles for m in methods)
+    for title in titles:
+        assert table[title, "SciPy spsolve"]["rel_l2"] == 0 and table[title, "pdediff (2 NFE)"]["boundary_err"] == 0
+        # the network's start makes the 2 polishing iterations far more accurate than a zero start
+        polished, from_zero = table[title, "pdediff + 2 AMG-CG"], table[title, "2 AMG-CG from zero"]
+        assert polished["rel_l2"] < min(POLISHED_REL_L2, from_zero["rel_l2"] / 10)
+    # one picture row per case, showing the sample whose error the table prints
+    [(path, rows)] = drawn
+    assert path == png and [r[0] for r in rows] == titles
+    for (title, rho, phi, ref), case in zip(rows, SHIPPED_CASES.values()):
+        size = case.grid(64)
+        assert rho.shape == phi.shape == ref.shape == (size, size) and np.ptp(rho) > 0 and np.ptp(ref) > 0
+        printed = table[title, "pdediff (2 NFE)"]["rel_l2"]
+        assert float(metrics.relative_l2(phi, ref)[0]) == pytest.approx(printed, rel=6e-3)
 
 
 @pytest.mark.slow
 def test_test_split_accuracy_over_many_samples(solver):
-    rho, g = draw(64, 256, source="blobs,grf", boundary="zero,smooth", seed=78)
-    ref = solver.problem.reference_solve(rho, g)
-    phi = solver.solve(rho, g)
-    assert np.mean(metrics.relative_l2(phi, ref)) < IN_DISTRIBUTION_REL_L2
+    fields = check_draw(solver, "test split", count=256, seed=78)
+    ref = solver.problem.reference_solve(fields["rho"], fields["g"])
+    phi = solver.solve(**fields)
+    assert np.mean(metrics.relative_l2(phi, ref)) < SHIPPED_CASES["test split"].check.max_rel_l2

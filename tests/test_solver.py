@@ -1,13 +1,13 @@
 """The Solver on an untrained (random) model: exact scale equivariance, exact boundary values,
 batch independence, polish and guidance plumbing, clear errors; and the solve.py CLI."""
 
-import subprocess
-import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from pdediff import metrics
 from pdediff.checkpoint import save_checkpoint, prefixed
 from pdediff.conditioning import fit_normalisation
 from pdediff.config import Config
@@ -125,6 +125,7 @@ def test_solve_dataset(solver):
     ds = solver.solve_dataset(rho, g, steps=3)
     assert ds["phi"].dims == ("sample", "y", "x") and ds["phi"].shape == (3, N, N)
     np.testing.assert_allclose(ds["x"].values, np.linspace(0, 1, N))
+    np.testing.assert_array_equal(ds["phi"].values, solver.solve(rho, g, steps=3))
 
 
 @pytest.mark.parametrize(
@@ -158,28 +159,55 @@ def test_bad_checkpoints(tmp_path):
         load_solver(empty)
 
 
-def test_solve_cli_check_and_plot(solver, tmp_path, repo_root):
+def test_solve_cli_check_and_plot(solver, tmp_path, monkeypatch, capsys, record_plot_rows, png_pixels):
+    import pdediff.cli
+    import solve as solve_cli
+
+    def run(*argv):
+        """solve.py's ``main`` in this process: (exit status, stdout, stderr)."""
+        try:
+            code = solve_cli.main(list(argv))
+        except SystemExit as exc:  # argparse's exit(): status 2 with a message
+            code = exc.code
+        out = capsys.readouterr()
+        return code, out.out, out.err
+
     ckpt = save_checkpoint(tmp_path / "m.safetensors", prefixed("ema", solver.denoiser.state_dict()),
                            {"config": solver.config.to_dict(), "normalisation": solver.norm.to_dict(),
                             "card": {"n": N}})
-    rho, g, _ = _data(3)
+    rho, g, ref = _data(3)
     np.save(tmp_path / "rho.npy", rho)
     np.savez(tmp_path / "g.npz", g=g)
-    cmd = [sys.executable, str(repo_root / "solve.py"), "--checkpoint", str(ckpt), "--rho", "rho.npy",
-           "--g", "g.npz", "--out", "phi.npy", "--steps", "3", "--check", "--plot", "p.png"]
-    out = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path)
-    assert out.returncode == 0, out.stderr
-    for figure in ("rel_l2", "max_err", "boundary_err", "residual", "time reference"):
-        assert figure in out.stdout
-    assert np.load(tmp_path / "phi.npy").shape == (3, N, N) and (tmp_path / "p.png").stat().st_size > 1000
-    bad = subprocess.run(cmd[:4] + ["--rho", "missing.npy", "--out", "x.npy"], capture_output=True, text=True,
-                         cwd=tmp_path)
-    assert bad.returncode == 2 and "missing.npy" in bad.stderr
+    monkeypatch.chdir(tmp_path)
+    plotted = record_plot_rows(pdediff.cli)
+    argv = ["--checkpoint", str(ckpt), "--rho", "rho.npy", "--g", "g.npz", "--out", "phi.npy", "--steps", "3",
+            "--check", "--plot", "p.png"]
+    code, out, err = run(*argv)
+    assert code == 0, err
+    phi = np.load(tmp_path / "phi.npy")
+    np.testing.assert_array_equal(phi, solver.solve(rho, g, steps=3))  # the library's answer, written as is
+    # the printed figures are those of the written answer against the reference
+    figures = {line[:22].strip(): line[22:].split() for line in out.splitlines() if len(line) > 22}
+    expected = metrics.report(POISSON, phi, {"rho": rho, "g": g}, ref)
+    for name, values in expected.items():
+        mean, worst = map(float, figures[name])
+        assert mean == pytest.approx(np.mean(values), rel=2e-3, abs=1e-300)
+        assert worst == pytest.approx(np.max(values), rel=2e-3, abs=1e-300)
+    assert {"time pdediff [s]", "time reference [s]"} <= set(figures)
+    # the plot: the first sample's rho, phi and reference, in a one-row gallery of that size
+    [(path, rows)] = plotted
+    assert path == Path("p.png") and len(rows) == 1
+    np.testing.assert_array_equal(rows[0][1], rho[0])
+    np.testing.assert_array_equal(rows[0][2], phi[0])
+    np.testing.assert_allclose(rows[0][3], ref[0], rtol=1e-10, atol=1e-12)
+    png_pixels(tmp_path / "p.png", 1350, 306)
+    code, _, err = run(*argv[:2], "--rho", "missing.npy", "--out", "x.npy")
+    assert code == 2 and "missing.npy" in err
     junk = tmp_path / "junk.safetensors"
     junk.write_bytes(b"junk")
-    bad = subprocess.run([sys.executable, str(repo_root / "solve.py"), "--checkpoint", str(junk), "--rho",
-                          "rho.npy", "--out", "x.npy"], capture_output=True, text=True, cwd=tmp_path)
-    assert bad.returncode == 2 and "junk.safetensors" in bad.stderr
+    code, _, err = run("--checkpoint", str(junk), "--rho", "rho.npy", "--out", "x.npy")
+    assert code == 2 and "junk.safetensors" in err
+    assert not (tmp_path / "x.npy").exists()
 
 
 class _PoissonOracle(torch.nn.Module):

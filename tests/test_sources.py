@@ -1,10 +1,15 @@
-"""Tests of pdediff.sources: shapes, reproducibility, documented parameter ranges."""
+"""Tests of pdediff.sources: shapes, reproducibility, documented parameter ranges; and the named
+cases of pdediff.cases, drawn from these families."""
+
+import dataclasses
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
-from pdediff.problems import Grid
-from pdediff.sources import BOUNDARIES, SOURCES, Blobs, Mixture, gaussian_sum, get_boundary, get_source
+from pdediff.cases import CASES, cases_for
+from pdediff.problems import DEFAULT_PROBLEM, PROBLEMS, Grid
+from pdediff.sources import BOUNDARIES, SOURCES, Blobs, Mixture, draw, gaussian_sum, get_boundary, get_source
 
 GRID = Grid(33)
 FAMILIES = {**{f"source-{k}": v for k, v in SOURCES.items()}, **{f"boundary-{k}": v for k, v in BOUNDARIES.items()}}
@@ -121,3 +126,47 @@ def test_unknown_names_raise_value_error():
         get_source("blobs,nope")
     with pytest.raises(ValueError, match=r"boundary='wavy'.*smooth"):
         get_boundary("wavy")
+
+
+def test_draw_uses_one_documented_generator_per_sample_and_field():
+    rho, g = draw(17, 3, source="blobs", boundary="smooth", seed=4, stream=11)
+    grid = Grid(17)
+    np.testing.assert_array_equal(rho[2], SOURCES["blobs"](grid, np.random.default_rng([4, 11, 2, 0])))
+    np.testing.assert_array_equal(g[1], BOUNDARIES["smooth"](grid, np.random.default_rng([4, 11, 1, 1])))
+    # a sample does not depend on how many are drawn with it
+    np.testing.assert_array_equal(draw(17, 1, source="blobs", boundary="smooth", seed=4, stream=11)[0], rho[:1])
+    with pytest.raises(ValueError, match="count=-1"):
+        draw(17, -1)
+
+
+@pytest.mark.parametrize("name", list(CASES[DEFAULT_PROBLEM]))
+def test_every_case_draws_what_sources_draw_on_its_grid(name):
+    """The cases of pdediff.cases (demo, benchmarks, shipped-model tests) draw by role, exactly as
+    sources.draw does for a source and Dirichlet data, on their grid for a model trained at n."""
+    case, problem = CASES[DEFAULT_PROBLEM][name], PROBLEMS[DEFAULT_PROBLEM]
+    fields = case.draw(3, 2026, problem=problem, n=17)
+    assert list(fields) == list(problem.condition_fields) == ["rho", "g"]
+    size = 17 * case.grid_factor
+    rho, g = draw(size, 3, source=case.source, boundary=case.boundary, seed=2026)
+    np.testing.assert_array_equal(fields["rho"], rho)
+    np.testing.assert_array_equal(fields["g"], g)
+    assert rho.shape == (3, size, size) and np.ptp(rho[0]) > 0
+    np.testing.assert_array_equal(case.draw(1, 2026, problem=problem, n=17)["rho"], rho[:1])
+    assert case.title(name, 17) == (name if case.grid_factor == 1 else f"N = {size} (trained at 17)")
+
+
+def test_cases_refuse_what_they_cannot_draw():
+    case = CASES[DEFAULT_PROBLEM]["test split"]
+    problem = PROBLEMS[DEFAULT_PROBLEM]
+    for kwargs, match in ((dict(count=-1, seed=0), "count=-1"), (dict(count=2, seed=1.5), "seed=1.5")):
+        with pytest.raises(ValueError, match=match):
+            case.draw(**kwargs, problem=problem, n=17)
+    with pytest.raises(ValueError, match="n=3 is not a valid grid size"):
+        case.draw(1, 0, problem=problem, n=3)
+    with pytest.raises(ValueError, match="coefficient='lognormal': problem 'poisson' has no coefficient field"):
+        dataclasses.replace(case, coefficient="lognormal").draw(1, 0, problem=problem, n=17)
+    with pytest.raises(ValueError, match="source='charges'"):
+        dataclasses.replace(case, source="charges").draw(1, 0, problem=problem, n=17)
+    with pytest.raises(ValueError, match=r"problem 'heat' has no cases; expected one of \['poisson'\]"):
+        cases_for(SimpleNamespace(name="heat"))
+    assert cases_for(problem) is CASES[DEFAULT_PROBLEM]

@@ -4,6 +4,7 @@ import os
 import socket
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -56,8 +57,14 @@ def test_tiny_model_lowers_the_loss(tiny_dataset, tmp_path):
 def test_song_sde_losses_train_through_the_same_denoiser(tiny_dataset, tmp_path, loss):
     c = tiny_config(tiny_dataset, steps=3, loss=loss)
     trainer = Trainer(c, tmp_path / loss, progress=False)
+    before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    assert np.isfinite(_fixed_batch_loss(trainer))
     trainer.run()
-    assert all(torch.isfinite(p).all() for p in trainer.model.parameters())
+    after = trainer.model.state_dict()
+    assert all(torch.isfinite(v).all() for v in after.values())
+    assert [k for k in before if not torch.equal(before[k], after[k])]  # the loss's gradients reached the weights
+    meta = load_checkpoint(tmp_path / loss / "checkpoint.safetensors")[1]
+    assert trainer.step == meta["step"] == 3 and meta["config"]["train"]["loss"] == loss
 
 
 def test_unknown_loss_is_named(tiny_dataset, tmp_path):
@@ -121,24 +128,41 @@ def test_init_fine_tunes_from_a_checkpoint_and_refuses_another_network(tiny_data
                 progress=False)
 
 
-def test_train_cli_refuses_to_overwrite_and_bad_configs(tiny_dataset, tmp_path, repo_root):
+def test_train_cli_refuses_to_overwrite_and_bad_configs(tiny_dataset, tmp_path, monkeypatch, capsys):
+    import train as train_cli
+
     c = tiny_config(tiny_dataset, steps=2)
     cfg = tmp_path / "c.yaml"
     cfg.write_text(c.to_yaml())
-    run = lambda *a: subprocess.run([sys.executable, str(repo_root / "train.py"), *a],  # noqa: E731
-                                    capture_output=True, text=True, cwd=tmp_path)
-    ok = run("--config", str(cfg), "--out", "r", "--no-progress")
-    assert ok.returncode == 0, ok.stderr
-    again = run("--config", str(cfg), "--out", "r", "--no-progress")
-    assert again.returncode == 2 and "--resume or --overwrite" in again.stderr
-    missing = run("--config", "nope.yaml")
-    assert missing.returncode == 2 and "nope.yaml" in missing.stderr
+    monkeypatch.chdir(tmp_path)
+
+    def run(*argv):
+        """train.py's ``main`` in this process: (exit status, stdout, stderr)."""
+        try:
+            code = train_cli.main(list(argv))
+        except SystemExit as exc:  # argparse's exit(): status 2 with a message
+            code = exc.code
+        out = capsys.readouterr()
+        return code, out.out, out.err
+
+    code, out, err = run("--config", str(cfg), "--out", "r", "--no-progress")
+    assert code == 0, err
+    ckpt = tmp_path / "r" / "checkpoint.safetensors"
+    assert out.splitlines()[-1] == f"checkpoint: {Path('r') / 'checkpoint.safetensors'}"
+    assert load_checkpoint(ckpt)[1]["step"] == 2
+    written = ckpt.read_bytes()
+    code, _, err = run("--config", str(cfg), "--out", "r", "--no-progress")
+    assert code == 2 and "--resume or --overwrite" in err
+    assert ckpt.read_bytes() == written  # refused before touching the run
+    code, _, err = run("--config", "nope.yaml")
+    assert code == 2 and "nope.yaml" in err
     bad = tmp_path / "bad.yaml"
     bad.write_text("model: {network: resnet}\n" + "data: {train: [%s]}\n" % c.data.train[0])
-    out = run("--config", str(bad), "--out", "b", "--no-progress")
-    assert out.returncode == 2 and "resnet" in out.stderr
+    code, _, err = run("--config", str(bad), "--out", "b", "--no-progress")
+    assert code == 2 and "resnet" in err and not (tmp_path / "b").exists()
 
 
+@pytest.mark.slow  # two torchrun processes: about 20 s on two cores
 def test_ddp_two_cpu_processes_stay_in_sync(tiny_dataset, tmp_path, repo_root):
     c = tiny_config(tiny_dataset, steps=6, checkpoint_every=3)
     cfg = tmp_path / "c.yaml"
