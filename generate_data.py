@@ -97,6 +97,20 @@ def parse_params(items: list[str]) -> dict:
     return out
 
 
+def check_args(args) -> None:
+    """Refuse what the library would read otherwise: an empty text argument (``--out ""`` would be
+    the current folder, ``--boundary ""`` the default family), a NUL character (no path or name
+    holds one), and a seed beyond the 64 bits an HDF5 attribute holds."""
+    for flag in ("--problem", "--source", "--coefficient", "--boundary", "--out", "--dtype", "--shard"):
+        value = getattr(args, flag[2:])
+        if value is not None and not value.strip():
+            raise ValueError(f"{flag}={value!r} is empty; expected a value (leave the flag out for its default)")
+        if value is not None and "\x00" in value:
+            raise ValueError(f"{flag}={value!r} holds a NUL character; expected a name or path without one")
+    if args.seed >= 2**64:
+        raise ValueError(f"--seed={args.seed} is too large; expected an integer in [0, 2**64)")
+
+
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -107,6 +121,7 @@ def main(argv=None) -> int:
         signal.signal(signal.SIGINT, progress.on_sigint)
         sys.unraisablehook = progress.unraisablehook
     try:
+        check_args(args)
         shard = parse_shard(args.shard)
         card = make_card(
             args.problem, args.n, args.count, source=args.source, boundary=args.boundary,

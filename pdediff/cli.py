@@ -76,6 +76,8 @@ def check_writable(argument: str, path: str, suffixes) -> None:
     Raises:
         ValueError: naming ``argument`` and ``path``.
     """
+    if "\x00" in str(path):
+        raise ValueError(f"{argument}={path!r} holds a NUL character; expected a file path without one")
     p = Path(path)
     if p.suffix.lower() not in suffixes:
         raise ValueError(f"{argument}={path!r} has suffix {p.suffix!r}; expected one of {', '.join(suffixes)}")
@@ -154,11 +156,14 @@ def solve_main(args) -> int:
     names = problem.condition_fields
     first = names[0]
     specs = list(getattr(args, "field", None) or [])
+    flags = {}  # the flag each spec came from, named when its file cannot be read
     # --rho and --g: aliases for the first condition field and the Dirichlet data
     if getattr(args, "rho", None) is not None:
         specs.insert(0, f"{first}={args.rho}")
+        flags[specs[0]] = "--rho"
     if getattr(args, "g", None) is not None:
         specs.append(f"{problem.dirichlet_field or 'g'}={args.g}")
+        flags[specs[-1]] = "--g"
     fields = {}
     for spec in specs:
         name, sep, path = spec.partition("=")
@@ -169,7 +174,10 @@ def solve_main(args) -> int:
                              f"expected one of {list(names)}")
         if name in fields:
             raise ValueError(f"--field {name}=... is given twice")
-        fields[name] = read_array(path, name)
+        try:
+            fields[name] = read_array(path, name)
+        except ValueError as exc:
+            raise ValueError(f"{flags.get(spec, f'--field {name}=...')}: {exc}") from None
     if not fields:
         raise ValueError(f"no fields given; expected --field NAME=FILE for the fields {list(names)} of problem "
                          f"{problem.name!r} (--rho FILE for the first)")

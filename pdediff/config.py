@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import re
 import types
 import typing
@@ -26,6 +25,11 @@ import yaml
 MAX_NETWORK_SIZE = 4096
 MAX_NETWORK_LIST = 16
 MAX_NOTES_DEPTH = 16
+#: The largest value of a real setting: the optimiser and the noise schedule use them in float32.
+MAX_SETTING = float(3.4e38)
+#: The most noise levels a sampling setting (``model.steps``, ``train.valid_steps``) may ask for,
+#: as :meth:`pdediff.solver.Solver.solve` accepts.
+MAX_STEPS = 10_000
 #: A run name is a plain folder name under ``runs/``: no path separators, not ``.`` or ``..``.
 NAME_PATTERN = re.compile(r"[A-Za-z0-9_.-]+")
 
@@ -141,6 +145,9 @@ class Config:
         for name, value in positive.items():
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"{name}={value!r} is invalid; expected an integer >= 1")
+        for name in ("model.steps", "train.valid_steps"):
+            if positive[name] > MAX_STEPS:
+                raise ValueError(f"{name}={positive[name]!r} is invalid; expected an integer in [1, {MAX_STEPS}]")
         optional = {"train.threads": t.threads, "data.max_train_samples": self.data.max_train_samples}
         for name, value in optional.items():
             if value is not None and value < 1:
@@ -154,12 +161,14 @@ class Config:
         if m.sigma_data is not None:
             numbers["model.sigma_data"] = m.sigma_data
         for name, value in numbers.items():
-            if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 < value < math.inf:
-                raise ValueError(f"{name}={value!r} is invalid; expected a finite number > 0")
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 < value <= MAX_SETTING:
+                raise ValueError(f"{name}={value!r} is invalid; expected a finite number > 0 (at most "
+                                 f"{MAX_SETTING:g}, float32's range)")
         for name, value in {"train.weight_decay": t.weight_decay, "train.P_mean": t.P_mean}.items():
-            if not math.isfinite(value) or (name == "train.weight_decay" and value < 0):
+            if not abs(value) <= MAX_SETTING or (name == "train.weight_decay" and value < 0):
                 raise ValueError(f"{name}={value!r} is invalid; expected a finite number"
-                                 + (" >= 0" if name == "train.weight_decay" else ""))
+                                 + (" >= 0" if name == "train.weight_decay" else "")
+                                 + f" (at most {MAX_SETTING:g} in size)")
         if not m.sigma_min < m.sigma_max:
             raise ValueError(f"model.sigma_min={m.sigma_min} must be below model.sigma_max={m.sigma_max}")
         if not 0 <= t.ema_decay < 1:

@@ -342,7 +342,7 @@ def sample_adaptive(
 
     Raises:
         ValueError: unknown ``method``.
-        RuntimeError: more than ``max_steps`` attempted steps.
+        ValueError: more than ``max_steps`` attempted steps (the options ask for more than they allow).
     """
     if method not in _TABLEAUS:
         raise ValueError(f"unknown method {method!r}; choose one of {sorted(_TABLEAUS)}")
@@ -362,7 +362,7 @@ def sample_adaptive(
     while u > u_end:
         attempts += 1
         if attempts > max_steps:
-            raise RuntimeError(
+            raise ValueError(
                 f"adaptive sampler took more than max_steps={max_steps} steps at sigma={math.exp(u):.3g}; "
                 "loosen rtol/atol or raise max_steps"
             )

@@ -468,6 +468,21 @@ class Trainer:
         }
         save_checkpoint(self.ckpt_path, tensors, meta)
 
+    def _check_finite(self, loss: torch.Tensor) -> None:
+        """Raise a ValueError naming the settings that make training diverge, when the loss or the
+        weights are no longer finite."""
+        weights = all(bool(torch.isfinite(p).all()) for p in self.model.parameters())
+        if weights and bool(torch.isfinite(loss)):
+            return
+        t = self.config.train
+        raise ValueError(
+            f"training diverged at step {self.step}: the loss is {float(loss):.3g} and the weights are "
+            f"{'finite' if weights else 'not finite'}; "
+            f"expected a stable setting: lower train.lr={t.lr!r}, or check train.weight_decay={t.weight_decay!r}, "
+            f"train.P_mean={t.P_mean!r}, train.P_std={t.P_std!r} and train.grad_clip={t.grad_clip!r} "
+            f"(the last checkpoint is kept)"
+        )
+
     def _log(self, record: dict) -> None:
         if self.rank != 0:
             return
@@ -521,10 +536,16 @@ class Trainer:
             lr = learning_rate(self.config, self.step)
             for g in self.opt.param_groups:
                 g["lr"] = lr
-            x0, cond = self._batch()
-            loss = self.loss_fn(self.ddp, x0, cond, generator=self.noise_gen).mean()
-            self.opt.zero_grad(set_to_none=True)
-            loss.backward()
+            try:
+                x0, cond = self._batch()
+                loss = self.loss_fn(self.ddp, x0, cond, generator=self.noise_gen).mean()
+                self.opt.zero_grad(set_to_none=True)
+                loss.backward()
+            except RuntimeError as exc:  # torch.OutOfMemoryError included
+                if not _out_of_memory(exc):
+                    raise
+                raise ValueError(f"train.batch_size={t.batch_size} does not fit in the memory of {self.device} "
+                                 f"({str(exc).splitlines()[0][:200]}); expected a smaller batch") from None
             loss = loss.detach()
             grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), t.grad_clip)
             self.opt.step()
@@ -549,10 +570,18 @@ class Trainer:
                 bar.update(1)
             self.wall += time.perf_counter() - tick  # includes validation; saved with the checkpoint
             if self.step % t.checkpoint_every == 0 or self.step == stop:
+                self._check_finite(loss)  # never save a diverged model over a good checkpoint
                 self.save()
         if bar is not None:
             bar.close()
         return self.ckpt_path
+
+
+def _out_of_memory(exc: RuntimeError) -> bool:
+    """Whether torch raised ``exc`` because an allocation failed (CPU or GPU)."""
+    text = str(exc)
+    return (isinstance(exc, getattr(torch, "OutOfMemoryError", ())) or "can't allocate memory" in text
+            or "out of memory" in text.lower())
 
 
 def train(config: Config, out_dir, *, resume: bool = False, progress: bool = True,
