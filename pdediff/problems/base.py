@@ -138,6 +138,13 @@ def sample_magnitude(fields: dict[str, np.ndarray], supports: dict[str, np.ndarr
     return m
 
 
+def relative_norm(r: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Per-sample ||r|| / ||b|| over the last two axes (||r|| where b = 0)."""
+    num = np.sqrt((r**2).sum(axis=(-2, -1)))
+    den = np.sqrt((b**2).sum(axis=(-2, -1)))
+    return np.where(den > 0, num / np.where(den > 0, den, 1.0), num)
+
+
 def check_finite(name: str, result: np.ndarray) -> np.ndarray:
     """Never return a non-finite answer: raise a ValueError naming what overflowed instead."""
     if not np.all(np.isfinite(result)):
@@ -299,6 +306,13 @@ class Problem:
         """``(solution, iterations)``: a classical iterative method (a key of
         :attr:`iterative_methods`) started from ``start``; used to polish a network's answer."""
         raise NotImplementedError
+
+    @staticmethod
+    def _assemble(interior: np.ndarray, g: np.ndarray) -> np.ndarray:
+        """A full field: ``g`` on the ring, ``interior`` (..., N-2, N-2) inside."""
+        u = np.array(g, dtype=np.float64, copy=True)
+        u[..., 1:-1, 1:-1] = interior
+        return u
 
     def exact_solve(self, *fields) -> np.ndarray:
         """The exact discrete solution by the fastest exact method the problem has."""
