@@ -8,11 +8,13 @@ sides), the problem registry :data:`pdediff.problems.PROBLEMS`, the source regis
 __version__ = "0.1.0"
 
 
-def load_solver(path=None, *, device="cpu"):
-    """Load a trained :class:`pdediff.solver.Solver` (``None``: the model shipped with pdediff)."""
+def load_solver(model=None, *, device="cpu", **params):
+    """Load a trained :class:`pdediff.solver.Solver`: a shipped model by name (None: the default;
+    see :data:`pdediff.models.MODELS`) or a checkpoint path. ``params``
+    (e.g. ``k=8.0``) must equal the problem parameters the model was trained with."""
     from pdediff.solver import load_solver as _load
 
-    return _load(path, device=device)
+    return _load(model, device=device, **params)
 
 
 __all__ = ["__version__", "load_solver"]

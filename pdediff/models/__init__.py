@@ -13,6 +13,7 @@ FOLDER = Path(__file__).parent
 #: Model name -> checkpoint file in this folder.
 MODELS: dict[str, str] = {
     "poisson": "default.safetensors",
+    "darcy": "darcy.safetensors",
 }
 
 #: The model ``load_solver()`` loads.
