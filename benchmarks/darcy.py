@@ -5,7 +5,9 @@
 Cases (fresh draws except the test split; f = 1, u = 0 on the ring):
   * test split: the thresholded law of training (a in {3, 12}, alpha = 2, tau = 3);
   * finer inclusions: the thresholded law with tau = 6 (not in training);
-  * log-normal: a = exp(smooth field), log a of standard deviation about 1 (not in training).
+  * log-normal: a = exp(smooth field), log a of standard deviation about 1 (not in training);
+  * high contrast: the thresholded law with a in {1, 100} (not in training);
+  * rough log-normal: a rougher field (alpha = 1.5) with log a of standard deviation about 2.
 
 For each: relative L2 error of the model's default sampling (mean, median), two-seed spread,
 and after 2 and 5 iterations of AMG-preconditioned CG polish. Timing per sample (batch of
@@ -43,6 +45,8 @@ def cases(data: str, count: int, n: int) -> dict[str, np.ndarray]:
         "test split (threshold, tau = 3)": test,
         "finer inclusions (threshold, tau = 6)": draw(ThresholdField(tau=6.0), n, count, 1),
         "log-normal": draw(LogNormalField(), n, count, 2),
+        "high contrast (threshold, a in {1, 100})": draw(ThresholdField(high=100.0, low=1.0), n, count, 4),
+        "rough log-normal (alpha = 1.5, sigma = 2)": draw(LogNormalField(alpha=1.5, sigma=2.0), n, count, 5),
     }
 
 
