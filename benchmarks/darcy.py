@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 import pdediff
-from pdediff import metrics
+from pdediff import atomic, metrics
 from pdediff.coefficients import LogNormalField, ThresholdField
 from pdediff.data import load_arrays
 from pdediff.problems import Grid
@@ -101,7 +101,7 @@ def main(argv=None) -> int:
         print(lines[-1], flush=True)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text("\n".join(lines) + "\n")
+    atomic.write_text(out, "\n".join(lines) + "\n")  # a crash never leaves half a table
     print(f"wrote {out}")
     return 0
 

@@ -65,6 +65,12 @@ class ThresholdField(Family):
     low: float = 3.0
     modes: int = 32
 
+    def __post_init__(self):
+        for key in ("high", "low"):
+            value = getattr(self, key)
+            if not (isinstance(value, (int, float)) and 0 < value < np.inf):
+                raise ValueError(f"{key}={value!r} is invalid; expected a finite coefficient value > 0")
+
     def sample(self, grid, rngs):
         psi = _gaussian_field(grid, rngs, self.modes, self.alpha, self.tau)
         return np.where(psi >= 0.0, float(self.high), float(self.low))
