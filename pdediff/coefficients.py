@@ -20,6 +20,10 @@ xi_k ~ N(0, 1); the constant mode is left out, so the field has zero mean.
 * ``lognormal``: a = exp(mu + sigma psi / s) with a smoother field (alpha = 3, tau = 3), where s^2
   is the expected mean square of psi over the square (a constant of the spectrum, not of the
   sample or of N), so log a has standard deviation ~ sigma = 1; positive by construction.
+* ``broad-threshold`` and ``broad-lognormal``: the same two laws with their parameters drawn
+  afresh for every sample (log-uniform contrast and scale, uniform length scale, smoothness,
+  volume fraction and log-spread), so that a model trained on them has seen a continuum of
+  laws rather than one point of it.
 """
 
 from __future__ import annotations
@@ -92,9 +96,59 @@ class LogNormalField(Family):
         return np.exp(self.mu + self.sigma * psi)
 
 
+def _log_uniform(rng: np.random.Generator, bounds: tuple[float, float]) -> float:
+    return float(np.exp(rng.uniform(np.log(bounds[0]), np.log(bounds[1]))))
+
+
+@dataclass(frozen=True)
+class BroadThresholdField(Family):
+    """Two-valued coefficient with per-sample law: ``a = low * contrast`` where the GRF (alpha, tau
+    drawn per sample) is >= ``level`` (in units of its RMS), ``low`` elsewhere."""
+
+    name: ClassVar[str] = "broad-threshold"
+    alpha: tuple[float, float] = (1.5, 2.5)
+    tau: tuple[float, float] = (2.0, 8.0)
+    level: tuple[float, float] = (-0.5, 0.5)
+    contrast: tuple[float, float] = (1.5, 200.0)
+    low: tuple[float, float] = (0.1, 10.0)
+    modes: int = 32
+
+    def sample(self, grid, rngs):
+        out = []
+        for rng in rngs:
+            alpha, tau, level = (rng.uniform(*self.alpha), rng.uniform(*self.tau), rng.uniform(*self.level))
+            low = _log_uniform(rng, self.low)
+            high = low * _log_uniform(rng, self.contrast)
+            psi = _gaussian_field(grid, [rng], self.modes, alpha, tau)[0]
+            out.append(np.where(psi >= level, high, low))
+        return np.stack(out)
+
+
+@dataclass(frozen=True)
+class BroadLogNormalField(Family):
+    """a = exp(mu + sigma * GRF) with mu, sigma, alpha and tau drawn per sample."""
+
+    name: ClassVar[str] = "broad-lognormal"
+    alpha: tuple[float, float] = (1.5, 3.5)
+    tau: tuple[float, float] = (2.0, 6.0)
+    mu: tuple[float, float] = (-2.0, 2.0)
+    sigma: tuple[float, float] = (0.25, 2.0)
+    modes: int = 32
+
+    def sample(self, grid, rngs):
+        out = []
+        for rng in rngs:
+            alpha, tau = rng.uniform(*self.alpha), rng.uniform(*self.tau)
+            mu, sigma = rng.uniform(*self.mu), rng.uniform(*self.sigma)
+            out.append(np.exp(mu + sigma * _gaussian_field(grid, [rng], self.modes, alpha, tau)[0]))
+        return np.stack(out)
+
+
 COEFFICIENTS: dict[str, Family] = {
     "threshold": ThresholdField(),
     "lognormal": LogNormalField(),
+    "broad-threshold": BroadThresholdField(),
+    "broad-lognormal": BroadLogNormalField(),
 }
 
 

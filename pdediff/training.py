@@ -144,10 +144,20 @@ def _init_state(config: Config, path) -> tuple[dict, Normalisation]:
         if getattr(mine, key) != getattr(theirs, key):
             raise ValueError(f"train.init={str(path)!r} has model.{key}={getattr(theirs, key)!r}, but this "
                              f"config has {getattr(mine, key)!r}; expected the same network to fine-tune")
-    if source.config.data.problem != config.data.problem:
-        raise ValueError(f"train.init={str(path)!r} solves {source.config.data.problem!r}, not "
-                         f"data.problem={config.data.problem!r}")
-    return source.denoiser.state_dict(), source.norm
+    if source.config.data.problem == config.data.problem:
+        return source.denoiser.state_dict(), source.norm
+    # Another problem: its weights are a starting point when every channel means the same kind of
+    # field (Poisson's rho, g -> Helmholtz's f, g). Its statistics describe other data, so the
+    # normalisation (and sigma_data, a buffer) is fitted afresh on this run's data.
+    mine, theirs = config.data.make_problem(), source.problem
+    mine_roles = [mine.field(n).role for n in mine.condition_fields]
+    theirs_roles = [theirs.field(n).role for n in theirs.condition_fields]
+    if mine_roles != theirs_roles:
+        raise ValueError(f"train.init={str(path)!r} solves {source.config.data.problem!r} with condition "
+                         f"fields of roles {theirs_roles}, but data.problem={config.data.problem!r} has "
+                         f"{mine_roles}; expected the same roles in the same order to start from its weights")
+    weights = {k: v for k, v in source.denoiser.state_dict().items() if k != "sigma_data"}
+    return weights, None
 
 
 def check_export(path, argument: str = "--export") -> Path:
@@ -374,7 +384,7 @@ class Trainer:
             init = _init_state(config, config.train.init)
         if state is not None:
             self.norm = Normalisation.from_dict(state[1]["normalisation"]).validate(self.problem)
-        elif init is not None:
+        elif init is not None and init[1] is not None:
             self.norm = init[1]
         else:
             stats = load_arrays(config.data.train, limit=config.data.stats_samples)
@@ -391,7 +401,7 @@ class Trainer:
         self.model = build_denoiser(config, self.problem, self.norm).to(self.device)
         self.ema = build_denoiser(config, self.problem, self.norm).to(self.device)
         if init is not None:
-            self.model.load_state_dict(init[0])
+            self.model.load_state_dict(init[0], strict=init[1] is not None)
         self.ema.load_state_dict(self.model.state_dict())
         self.ema.requires_grad_(False)
         self.ddp = (torch.nn.parallel.DistributedDataParallel(self.model) if self.world > 1 else self.model)

@@ -271,3 +271,15 @@ def test_lognormal_is_positive_with_unit_log_spread():
 def test_unknown_coefficient_family():
     with pytest.raises(ValueError, match=r"coefficient='gauss'.* is not a known coefficient; expected one of"):
         get_coefficient("gauss")
+
+
+def test_broad_families_draw_a_law_per_sample():
+    grid = Grid(33)
+    a = get_coefficient("broad-threshold").sample(grid, _rngs(64))
+    values = [np.unique(s) for s in a]
+    assert all(1 <= len(v) <= 2 for v in values)  # two-valued (one where the level hides a value)
+    ratio = np.array([v[-1] / v[0] for v in values if len(v) == 2])
+    assert ratio.min() >= 1.5 - 1e-12 and ratio.max() <= 200 + 1e-9
+    assert np.quantile(ratio, 0.2) < 6 and np.quantile(ratio, 0.8) > 30  # log-uniform contrast
+    log_spread = np.log(get_coefficient("broad-lognormal").sample(grid, _rngs(64))).std(axis=(1, 2))
+    assert log_spread.min() < 0.5 and log_spread.max() > 1.3  # sigma from 0.25 to 2 per sample

@@ -11,7 +11,10 @@ import pytest
 import torch
 
 from pdediff.checkpoint import group, load_checkpoint
+from pdediff.conditioning import fit_normalisation
 from pdediff.config import Config
+from pdediff.data import load_arrays
+from pdediff.generate import generate_dataset, make_card
 from pdediff.solver import Solver
 from pdediff.training import Trainer, export_checkpoint, train
 
@@ -180,3 +183,33 @@ def test_ddp_two_cpu_processes_stay_in_sync(tiny_dataset, tmp_path, repo_root):
     assert meta["run"]["world_size"] == 2 and meta["run"]["ranks_in_sync"] is True
     assert {"rng.index.0", "rng.index.1"} <= set(tensors)
     assert not torch.equal(tensors["rng.index.0"], tensors["rng.index.1"])  # ranks draw different batches
+
+
+def test_init_from_another_problem_takes_the_weights_and_fits_its_own_normalisation(tiny_dataset, tmp_path):
+    """Poisson's channels (rho: source, g: Dirichlet) mean what Helmholtz's (f, g) mean, so a
+    Poisson model is a starting point for Helmholtz; its statistics are not (other data)."""
+    base = train(tiny_config(tiny_dataset, steps=4), tmp_path / "base", progress=False)
+    tensors, meta = load_checkpoint(base)
+    helm = tmp_path / "helm17"
+    generate_dataset(helm, make_card("helmholtz", 17, 24, source="mixture", boundary="smooth", params={"k": 3.0},
+                                     seed=5, valid_count=4, test_count=4))
+    c = tiny_config(helm, steps=2, init=str(base))
+    c.data.problem, c.data.params = "helmholtz", {"k": 3.0}
+    tuned = Trainer(c, tmp_path / "tuned", progress=False)
+    fresh = fit_normalisation(c.data.make_problem(), load_arrays(c.data.train, limit=c.data.stats_samples))
+    assert tuned.norm == fresh and sorted(tuned.norm.field_rms) == ["f", "g"]
+    assert tuned.norm.to_dict() != meta["normalisation"]
+    assert float(tuned.model.sigma_data) == pytest.approx(fresh.sigma_data)
+    ema = group(tensors, "ema")
+    for k, v in tuned.model.state_dict().items():
+        if k != "sigma_data":
+            assert torch.equal(v, ema[k]), k
+    tuned.run()  # and it trains
+
+    # Darcy has a coefficient channel first: Poisson's weights would read it as a source
+    darcy = tmp_path / "darcy17"
+    generate_dataset(darcy, make_card("darcy", 17, 24, seed=6, valid_count=4, test_count=4))
+    d = tiny_config(darcy, init=str(base))
+    d.data.problem = "darcy"
+    with pytest.raises(ValueError, match=r"train.init=.*roles \['source', 'dirichlet'\].*'coefficient'"):
+        Trainer(d, tmp_path / "d", progress=False)
