@@ -146,7 +146,7 @@ def train(data, out, budget_s: float, *, seed: int = 0, threads: int | None = No
         dt = time.perf_counter() - t0
         meta["elapsed_s"] += dt
         bar.update(int(meta["elapsed_s"]) - bar.n)
-        bar.set_postfix(step=meta["step"], loss=f"{float(loss):.4f}", refresh=False)
+        bar.set_postfix(step=meta["step"], loss=f"{float(loss.detach()):.4f}", refresh=False)
         if meta["elapsed_s"] - last_save > 60 or meta["elapsed_s"] >= budget_s:
             save_checkpoint(state_path, *_state(model, opt, meta))
             last_save = meta["elapsed_s"]

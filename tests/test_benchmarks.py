@@ -7,6 +7,7 @@ import pytest
 import xarray as xr
 
 from benchmarks.surrogate import main, steps_for
+from pdediff.checkpoint import load_checkpoint
 from pdediff.data import load_arrays
 from pdediff.config import Config
 from pdediff.training import train
@@ -101,4 +102,60 @@ def test_families_compares_models_case_by_case(tiny_dataset, tmp_path):
     assert cells[2] == cells[3].rstrip(" |")
     with pytest.raises(SystemExit) as bad:
         families_main(["--checkpoints", ",", "--out", str(out)])
+    assert bad.value.code == 2
+
+
+def test_problem_block_with_the_fno_peer(tmp_path):
+    """A Darcy block end to end: a two-step model, a two-second FNO peer (trained, resumed and
+    exported by benchmarks.fno_peer), every case's row, and the timing table."""
+    from benchmarks import fno_peer
+    from benchmarks.problems import main as problems_main
+    from pdediff.generate import generate_dataset, make_card
+    from pdediff.metrics import relative_l2
+
+    data = tmp_path / "darcy17"
+    generate_dataset(data, make_card("darcy", 17, 24, seed=2, valid_count=4, test_count=4))
+    c = Config(name="d")
+    c.data.train, c.data.problem = [str(data / "train.h5")], "darcy"
+    c.model.network_kwargs = {"model_channels": 8, "channel_mult": [1, 2], "attention_levels": []}
+    c.model.precond = "x0"
+    c.train.steps, c.train.batch_size, c.train.valid_every, c.train.warmup_steps = 2, 4, 0, 1
+    ckpt = train(c, tmp_path / "run", progress=False)
+    state = fno_peer.train(data / "train.h5", tmp_path / "fno", 1.0, progress=False)
+    steps = load_checkpoint(state)[1]["step"]
+    fno_peer.train(data / "train.h5", tmp_path / "fno", 2.0, progress=False)  # resumes to the longer budget
+    meta = load_checkpoint(state)[1]
+    assert meta["step"] > steps and 2.0 <= meta["elapsed_s"] < 4.0
+    peer = fno_peer.export(state, tmp_path / "peer.safetensors")
+
+    out = tmp_path / "darcy.md"
+    assert problems_main(["--problem", "darcy", "--model", str(ckpt), "--data", str(data / "test.h5"),
+                          "--count", "2", "--timing-count", "2", "--fno", str(peer), "--out", str(out)]) == 0
+    rows = [line.split(" | ") for line in out.read_text().splitlines() if line.startswith("| ") and "---" not in line]
+    assert [r[0] for r in rows[1:8]] == ["| test split (threshold, tau = 3)", "| finer inclusions (threshold, tau = 6)",
+                                         "| log-normal", "| high contrast (threshold, a in {1, 100})",
+                                         "| rough log-normal (alpha = 1.5, sigma = 2)", "| layered (bands, a in {1, 20})",
+                                         "| N = 34, threshold (trained at 17)"]
+    test = load_arrays(data / "test.h5", dtype=np.float64, limit=2)
+    fno_err = np.mean(relative_l2(fno_peer.FNOPeer(peer).predict(test["a"]), test["u"]))
+    assert float(rows[1][6].rstrip(" |")) == pytest.approx(fno_err, rel=1e-2, abs=1e-4)
+    assert all(float(r[5]) < 1e-3 for r in rows[1:8])  # five polish iterations from any start
+    assert [r[0] for r in rows[9:]] == ["| 17", "| 34"] and all(len(r) == 6 for r in rows[9:])
+    with pytest.raises(SystemExit) as bad:
+        problems_main(["--problem", "darcy", "--model", str(ckpt), "--count", "0"])
+    assert bad.value.code == 2
+
+
+def test_benchmarks_runs_a_block_per_problem(monkeypatch, capsys):
+    import benchmarks.__main__ as entry
+
+    calls = []
+    monkeypatch.setattr(entry.surrogate, "main", lambda argv: calls.append(("surrogate", argv)) or 0)
+    monkeypatch.setattr(entry.problems, "main", lambda argv: calls.append(("problems", argv)) or 0)
+    assert entry.main(["--problems", "poisson,darcy", "--samples", "3"]) == 0
+    assert calls[0] == ("surrogate", ["--samples", "3"])
+    assert calls[1][0] == "problems" and calls[1][1][:2] == ["--problem", "darcy"]
+    assert "## poisson" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as bad:
+        entry.main(["--problems", "heat"])
     assert bad.value.code == 2
