@@ -226,7 +226,8 @@ class Solver:
             1e200) is solved as well as one of unit size; outside it, a ValueError.
         """
         sampler, steps = self._check_options(sampler, steps, seed, batch_size, guidance, polish, polish_method,
-                                             sampler_options, any_grid, resample)
+                                             sampler_options, any_grid, resample, progress=progress,
+                                             return_info=return_info)
         batch = self._fields(fields, named, any_grid, resample)
         first = self.problem.condition_fields[0]
         single = batch[first].ndim == 2
@@ -254,7 +255,7 @@ class Solver:
 
     # stages of solve, reused by anything that samples the model
     def _check_options(self, sampler, steps, seed, batch_size, guidance, polish, polish_method,
-                       sampler_options, any_grid, resample) -> tuple[str, int]:
+                       sampler_options, any_grid, resample, **flags) -> tuple[str, int]:
         """Validate solve's options; return the sampler and its number of noise levels."""
         if sampler is None:
             sampler = self.config.model.sampler
@@ -276,7 +277,7 @@ class Solver:
         if (not isinstance(guidance, (int, float, np.number)) or isinstance(guidance, bool)
                 or not 0 <= guidance <= 1):
             raise ValueError(f"guidance={guidance!r} is invalid; expected a weight in [0, 1]")
-        for name, value in (("any_grid", any_grid), ("resample", resample)):
+        for name, value in (("any_grid", any_grid), ("resample", resample), *flags.items()):
             if not isinstance(value, (bool, np.bool_)):
                 raise ValueError(f"{name}={value!r} is invalid; expected True or False")
         if polish > 0 and not self.problem.offers_residual:

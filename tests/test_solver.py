@@ -143,6 +143,8 @@ def test_solve_dataset(solver):
         (dict(rho=np.zeros((N, N)), polish=2, polish_method="sor"), r"polish_method='sor' is unknown"),
         (dict(rho=np.zeros((N, N)), polish_method="sor"), r"polish_method='sor' is unknown"),
         (dict(rho=np.zeros((N, N)), resample="yes"), r"resample='yes' is invalid; expected True or False"),
+        (dict(rho=np.zeros((N, N)), progress="no"), r"progress='no' is invalid; expected True or False"),
+        (dict(rho=np.zeros((N, N)), return_info=1), r"return_info=1 is invalid; expected True or False"),
         (dict(rho=np.zeros((2 * N, 2 * N))), r"not resolution-free \(pass resample=True"),
     ],
 )
