@@ -15,7 +15,8 @@ the FNO runs on the finer grid itself).
 Time per sample (batch of up to 16, best of 2) at the training N and at 2N: the model, the FNO
 peer, SciPy's sparse LU factorised per sample, the preconditioned iterative solve from zero to
 rtol 1e-8 (set-up included; Darcy's AMG set-up also on its own), and the fast solve where the
-problem has one (Helmholtz: DST). Writes ``benchmarks/results/<problem>.md``.
+problem has one (Helmholtz: DST). Writes ``benchmarks/results/<problem>.md`` and, beside it,
+``<problem>_gallery.png`` (the first sample of each case: field, answer, reference, error).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from pdediff import atomic, metrics
 from pdediff.cases import Case
 from pdediff.coefficients import LogNormalField, ThresholdField
 from pdediff.data import load_arrays
+from pdediff.plotting import plot_rows
 from pdediff.problems import Grid
 
 RESULTS = Path(__file__).parent / "results"
@@ -105,8 +107,10 @@ def _take(fields: dict, count: int) -> dict:
 
 
 def block(model: str, problem_name: str, data: str | None, count: int, fno: str | None,
-          timing_count: int = 16) -> list[str]:
-    """The markdown lines of one problem's block (printed as they come)."""
+          timing_count: int = 16, gallery=None) -> list[str]:
+    """The markdown lines of one problem's block (printed as they come); with ``gallery`` (a PNG
+    path), the first sample of every case drawn there: its first condition field, the model's
+    answer, the reference and the error."""
     import pdediff
 
     solver = pdediff.load_solver(model)
@@ -133,6 +137,7 @@ def block(model: str, problem_name: str, data: str | None, count: int, fno: str 
     lines += [head, "| --- |" + " ---: |" * (head.count("|") - 2)]
     for line in lines:
         print(line, flush=True)
+    rows = []
     for name, fields in CASE_SETS[problem.name](problem, n, count, data).items():
         size = next(iter(fields.values())).shape[-1]
         options = {} if size == n else {"resample": True}
@@ -149,6 +154,10 @@ def block(model: str, problem_name: str, data: str | None, count: int, fno: str 
             row += f" {np.mean(metrics.relative_l2(peer.predict(fields['a']), ref)):.2e} |" if set(fields) == {"a"} else " - |"
         lines.append(row)
         print(row, flush=True)
+        first = problem.condition_fields[0]
+        rows.append((name, fields[first][0], u0[0], ref[0]))
+    if gallery is not None:
+        plot_rows(gallery, rows, f"{problem.name}: {model}", names=(problem.condition_fields[0], problem.solution_field))
 
     columns = ["N", "surrogate"] + (["FNO peer"] if peer else []) + ["SciPy LU per sample",
                f"{method or 'iterative'} to 1e-8 (incl. set-up)"]
@@ -214,11 +223,12 @@ def main(argv=None) -> int:
         args.fno = ""
     command = " ".join(["python -m benchmarks.problems", *(argv if argv is not None else __import__("sys").argv[1:])])
     try:
-        lines = block(model, args.problem, args.data, args.count, args.fno or None, args.timing_count)
+        out = Path(args.out or RESULTS / f"{args.problem}.md")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        lines = block(model, args.problem, args.data, args.count, args.fno or None, args.timing_count,
+                      gallery=out.with_name(out.stem + "_gallery.png"))
     except ValueError as exc:
         p.exit(2, f"{p.prog}: error: {exc}\n")
-    out = Path(args.out or RESULTS / f"{args.problem}.md")
-    out.parent.mkdir(parents=True, exist_ok=True)
     atomic.write_text(out, "\n".join([f"# {args.problem}: `{command}`", "", *lines]) + "\n")
     print(f"wrote {out}")
     return 0

@@ -7,13 +7,14 @@ import numpy as np
 from pdediff.atomic import atomic_path
 
 
-def plot_rows(path, rows, title: str = "") -> None:
-    """One row per sample: rho, pdediff's phi, the reference phi and their difference.
+def plot_rows(path, rows, title: str = "", names: tuple[str, str] = ("rho (source)", "phi")) -> None:
+    """One row per sample: a condition field, pdediff's solution, the reference and their difference.
 
     Args:
         path: output PNG (written atomically).
         rows: sequence of ``(label, rho, phi, ref)`` with (N, N) arrays.
         title: figure title.
+        names: the titles of the condition field's panel and of the solution.
     """
     import matplotlib
 
@@ -22,8 +23,9 @@ def plot_rows(path, rows, title: str = "") -> None:
 
     fig, axes = plt.subplots(len(rows), 4, figsize=(15, 3.4 * len(rows)), constrained_layout=True, squeeze=False)
     for r, (label, rho, phi, ref) in enumerate(rows):
-        panels = [(rho, "rho (source)", "RdBu_r"), (phi, "phi, pdediff", "viridis"),
-                  (ref, "phi, reference", "viridis"), (phi - ref, "error", "RdBu_r")]
+        first = "cividis" if np.all(rho > 0) else "RdBu_r"  # a coefficient is positive: not a signed map
+        panels = [(rho, names[0], first), (phi, f"{names[1]}, pdediff", "viridis"),
+                  (ref, f"{names[1]}, reference", "viridis"), (phi - ref, "error", "RdBu_r")]
         for ax, (a, name, cmap) in zip(axes[r], panels):
             signed = cmap == "RdBu_r"
             vmax = float(np.abs(a).max()) or 1.0

@@ -105,7 +105,7 @@ def test_families_compares_models_case_by_case(tiny_dataset, tmp_path):
     assert bad.value.code == 2
 
 
-def test_problem_block_with_the_fno_peer(tmp_path):
+def test_problem_block_with_the_fno_peer(tmp_path, png_pixels):
     """A Darcy block end to end: a two-step model, a two-second FNO peer (trained, resumed and
     exported by benchmarks.fno_peer), every case's row, and the timing table."""
     from benchmarks import fno_peer
@@ -141,6 +141,7 @@ def test_problem_block_with_the_fno_peer(tmp_path):
     assert float(rows[1][6].rstrip(" |")) == pytest.approx(fno_err, rel=1e-2, abs=1e-4)
     assert all(float(r[5]) < 1e-3 for r in rows[1:8])  # five polish iterations from any start
     assert [r[0] for r in rows[9:]] == ["| 17", "| 34"] and all(len(r) == 6 for r in rows[9:])
+    png_pixels(tmp_path / "darcy_gallery.png", 1350, round(3.4 * 90 * 7))
     with pytest.raises(SystemExit) as bad:
         problems_main(["--problem", "darcy", "--model", str(ckpt), "--count", "0"])
     assert bad.value.code == 2
