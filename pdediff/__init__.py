@@ -8,6 +8,10 @@ sides), the problem registry :data:`pdediff.problems.PROBLEMS`, the source regis
 __version__ = "0.1.0"
 
 
+class AccuracyWarning(UserWarning):
+    """A solve returned samples whose estimated error exceeds ``tol``, or 5 % without one."""
+
+
 def load_solver(model=None, *, device="cpu", **params):
     """Load a trained :class:`pdediff.solver.Solver`: a shipped model by name (None: the default;
     see :data:`pdediff.models.MODELS`) or a checkpoint path. ``params``
@@ -17,4 +21,4 @@ def load_solver(model=None, *, device="cpu", **params):
     return _load(model, device=device, **params)
 
 
-__all__ = ["__version__", "load_solver"]
+__all__ = ["AccuracyWarning", "__version__", "load_solver"]

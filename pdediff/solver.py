@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from pdediff import AccuracyWarning
 from pdediff.conditioning import Normalisation, decode_fields, decode_solution, dirichlet_channels, encode
 from pdediff.config import Config
 from pdediff.guidance import residual_guided
@@ -87,13 +88,32 @@ def _check_sampler_options(sampler: str, options) -> None:
                              f"expected {expected}")
 
 
+#: Without ``tol``, samples whose estimated relative error exceeds this raise an AccuracyWarning.
+WARN_ABOVE = 0.05
+#: The most iterations of polish ``solve(tol=...)`` spends on a sample.
+TOL_MAX_ITERATIONS = 200
+
+
 @dataclass
 class SolveInfo:
-    """What a solve cost: denoiser evaluations per batch, wall time, iterations of polish per sample."""
+    """What a solve cost and how good it is, per sample where it varies.
+
+    Attributes:
+        nfe: denoiser evaluations per batch.
+        seconds: wall time.
+        polish_iterations: iterations of classical polish each sample took (``polish`` and
+            those ``tol`` asked for).
+        error_estimate: each sample's estimated relative L2 error against the exact discrete
+            solution (``Problem.estimate_error``; empty for a problem without a residual or with
+            ``estimate=False``).
+        tol_met: with ``tol``, whether each sample's estimate reached it.
+    """
 
     nfe: int = 0
     seconds: float = 0.0
     polish_iterations: list[int] = field(default_factory=list)
+    error_estimate: list[float] = field(default_factory=list)
+    tol_met: list[bool] = field(default_factory=list)
 
 
 def _generators(seed: int, first_index: int, count: int, stream: int) -> list[torch.Generator]:
@@ -186,7 +206,8 @@ class Solver:
     def solve(self, *fields, sampler: str | None = None, steps: int | None = None, seed: int = 0,
               batch_size: int = 64, guidance: float = 0.0, polish: int = 0, polish_method: str = "amg",
               sampler_options: dict | None = None, progress: bool = False,
-              return_info: bool = False, any_grid: bool = False, resample: bool = False, **named):
+              return_info: bool = False, any_grid: bool = False, resample: bool = False,
+              tol: float | None = None, estimate: bool = True, **named):
         """Solve for the fields of one sample (N, N) or a batch (B, N, N).
 
         Args:
@@ -217,6 +238,13 @@ class Solver:
                 Dirichlet data transferred edge by edge, and phi prolonged by a bicubic spline,
                 then set to g on the ring. The solution operator smooths, so the coarse answer
                 loses little; ``polish`` then acts on the requested grid.
+            tol: polish, one iteration at a time and only the samples that need it, until each
+                sample's estimated relative error is <= tol (at most TOL_MAX_ITERATIONS
+                iterations; a sample that does not get there is reported in ``info.tol_met`` and
+                by an AccuracyWarning). None: no such polish.
+            estimate: estimate each sample's error (``info.error_estimate``) and warn
+                (AccuracyWarning) when any exceeds 5 %; it costs one iteration of the problem's
+                preconditioned iterative method. False: neither (``tol`` needs it).
 
         Returns:
             phi as a float64 NumPy array of the shape of the first field; exactly equal to the
@@ -227,7 +255,8 @@ class Solver:
         """
         sampler, steps = self._check_options(sampler, steps, seed, batch_size, guidance, polish, polish_method,
                                              sampler_options, any_grid, resample, progress=progress,
-                                             return_info=return_info)
+                                             return_info=return_info, estimate=estimate)
+        tol = self._check_tol(tol, estimate)
         batch = self._fields(fields, named, any_grid, resample)
         first = self.problem.condition_fields[0]
         single = batch[first].ndim == 2
@@ -245,6 +274,8 @@ class Solver:
             out, iters = self.problem.iterative_solve(out, *(batch[k] for k in self.problem.condition_fields),
                                                       maxiter=polish, rtol=0.0, method=polish_method)
             info.polish_iterations = [int(i) for i in np.atleast_1d(iters)]
+        if estimate and self.problem.offers_residual and count:
+            out = self._estimate(out, batch, tol, info)
         out = self._impose_dirichlet(out * magnitude, given)  # the exact data, not a rescaled copy
         info.seconds = time.perf_counter() - t0
         if not np.all(np.isfinite(out)):  # the inputs were scaled into range: the sampler diverged
@@ -289,6 +320,57 @@ class Solver:
                              f"{sorted(self.problem.iterative_methods)}")
         _check_sampler_options(sampler, sampler_options)
         return sampler, int(steps)
+
+    def _check_tol(self, tol, estimate: bool) -> float | None:
+        if tol is None:
+            return None
+        if (not isinstance(tol, (int, float, np.integer, np.floating)) or isinstance(tol, (bool, np.bool_))
+                or not 0 < tol < np.inf):
+            raise ValueError(f"tol={tol!r} is invalid; expected a finite number > 0 (e.g. 1e-4) or None")
+        if not estimate:
+            raise ValueError("tol needs the error estimate; expected estimate=True with tol")
+        if not self.problem.offers_residual:
+            self.problem.iterative_solve()  # raises: says why polish is not offered
+        return float(tol)
+
+    def _estimate(self, out: np.ndarray, batch: dict[str, np.ndarray], tol: float | None,
+                  info: SolveInfo) -> np.ndarray:
+        """Estimate each sample's error; with ``tol``, polish the samples above it one iteration
+        at a time. Fills ``info`` and warns; returns the answer (B, N, N)."""
+        import warnings
+
+        names = self.problem.condition_fields
+        count = len(out)
+        est, improved = self.problem.estimate_error(out, *(batch[k] for k in names))
+        est = np.atleast_1d(est).astype(np.float64)
+        iters = np.array(info.polish_iterations or [0] * count, dtype=np.int64)
+        if tol is not None:
+            out = out.copy()
+            spent = 0
+            need = np.flatnonzero(est > tol)
+            while len(need) and spent < TOL_MAX_ITERATIONS:
+                out[need] = improved[need]  # the iteration the estimate took
+                iters[need] += 1
+                e, imp = self.problem.estimate_error(out[need], *(batch[k][need] for k in names))
+                est[need], improved[need] = np.atleast_1d(e), imp
+                spent += 1
+                need = need[est[need] > tol]
+            info.tol_met = [bool(e <= tol) for e in est]
+            if len(need):
+                warnings.warn(f"tol={tol:g} was not reached for {len(need)} of {count} samples after "
+                              f"{TOL_MAX_ITERATIONS} iterations of polish (estimates up to {est.max():.2e}); "
+                              "see info.tol_met and info.error_estimate", AccuracyWarning, stacklevel=3)
+        else:
+            high = est > WARN_ABOVE
+            if high.any():
+                warnings.warn(f"{int(high.sum())} of {count} samples have an estimated error above "
+                              f"{WARN_ABOVE:.0%} (largest {est.max():.1%}): the network is off its training "
+                              "data; pass tol (e.g. tol=1e-4) to polish them, or see info.error_estimate",
+                              AccuracyWarning, stacklevel=3)
+        info.error_estimate = [float(e) for e in est]
+        if tol is not None or info.polish_iterations:
+            info.polish_iterations = [int(i) for i in iters]
+        return out
 
     def _prescale(self, batch: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], np.ndarray]:
         """Zero each field where it does not act and divide each sample by its largest acting

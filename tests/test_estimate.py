@@ -1,0 +1,119 @@
+"""Error estimates (``Problem.estimate_error``, ``solve(tol=)``, ``AccuracyWarning``) against the
+exact discrete solution: the estimate must read the true error of any perturbation."""
+
+import warnings
+
+import numpy as np
+import pytest
+
+import pdediff
+from pdediff import metrics
+from pdediff.coefficients import LogNormalField, ThresholdField
+from pdediff.problems import Grid, get_problem
+from pdediff.solver import TOL_MAX_ITERATIONS
+from tests.test_solver import N, _data, solver  # noqa: F401  (the untrained-model fixture)
+
+
+def _perturbations(n, count, seed):
+    """Smooth, oscillating and node-to-node errors of unit RMS, zero on the ring."""
+    rng = np.random.default_rng(seed)
+    x, y = Grid(n).mesh()
+    out = []
+    for k in range(count):
+        kind = k % 3
+        if kind == 0:
+            e = np.sin(np.pi * x) * np.sin(np.pi * y) * rng.normal()
+        elif kind == 1:
+            m = rng.integers(3, n // 3, 2)
+            e = np.sin(m[0] * np.pi * x) * np.sin(m[1] * np.pi * y)
+        else:
+            e = rng.normal(size=(n, n))
+        e[Grid(n).boundary_mask] = 0.0
+        out.append(e / np.sqrt(np.mean(e**2)))
+    return np.stack(out)
+
+
+def _cases(n=33, count=6, seed=0):
+    rng = np.random.default_rng(seed)
+    f = rng.normal(size=(count, n, n)) * 10
+    g = np.zeros((count, n, n))
+    g[:, 0, :] = rng.normal(size=(count, n))
+    rngs = [np.random.default_rng([seed, k]) for k in range(count)]
+    return {
+        "poisson": (get_problem("poisson"), (f, g)),
+        "darcy threshold": (get_problem("darcy"), (ThresholdField().sample(Grid(n), rngs), f, g)),
+        "darcy rough log-normal": (get_problem("darcy"), (LogNormalField(alpha=1.5, sigma=2.0).sample(Grid(n), rngs), f, g)),
+        "helmholtz k = 8": (get_problem("helmholtz", k=8.0), (f, g)),
+    }
+
+
+@pytest.mark.parametrize("case", list(_cases()))
+@pytest.mark.parametrize("size", [1e-1, 1e-4])
+def test_the_estimate_reads_the_true_error(case, size):
+    problem, fields = _cases()[case]
+    exact = problem.reference_solve(*fields)
+    scale = np.sqrt(np.mean(exact**2, axis=(1, 2)))[:, None, None]
+    u = exact + size * scale * _perturbations(exact.shape[-1], len(exact), 1)
+    true = metrics.relative_l2(u, exact)
+    est, improved = problem.estimate_error(u, *fields)
+    ratio = est / true
+    assert np.all((ratio > 0.8) & (ratio < 1.25)), (case, ratio)  # never small when the error is large
+    assert np.all(metrics.relative_l2(improved, exact) < 0.2 * true)  # and the iteration helped
+    # the exact answer has a (round-off) estimate of zero
+    assert np.all(problem.estimate_error(exact, *fields)[0] < 1e-9)
+
+
+def test_solve_estimates_warns_and_polishes_to_tol(solver):  # noqa: F811
+    rho, g, phi = _data(4)
+    with pytest.warns(pdediff.AccuracyWarning, match=r"4 of 4 samples have an estimated error above 5%.*tol"):
+        out, info = solver.solve(rho, g, steps=2, return_info=True)
+    true = metrics.relative_l2(out, phi)
+    assert len(info.error_estimate) == 4 and info.tol_met == [] and info.polish_iterations == []
+    np.testing.assert_allclose(info.error_estimate, true, rtol=0.2)  # an untrained network: large errors, read
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no warning when every sample reaches tol
+        out, info = solver.solve(rho, g, steps=2, return_info=True, tol=1e-6)
+    assert info.tol_met == [True] * 4 and max(info.error_estimate) <= 1e-6
+    assert all(1 <= k < 20 for k in info.polish_iterations)
+    assert np.all(metrics.relative_l2(out, phi) < 3e-6)
+    # one sample that is already good needs no polish: only the others are polished
+    mixed = np.stack([phi[0], out[1]])
+    _, info = _tol_stage(solver, mixed, rho[:2], g[:2])
+    assert info.polish_iterations[0] == 0
+
+    # estimate=False: no estimate, no warning
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        _, info = solver.solve(rho, g, steps=2, return_info=True, estimate=False)
+    assert info.error_estimate == []
+
+
+def _tol_stage(solver, start, rho, g):
+    """The tol stage alone, from given answers (a good one and a bad one)."""
+    from pdediff.solver import SolveInfo
+
+    info = SolveInfo()
+    out = solver._estimate(start.copy(), {"rho": rho, "g": g}, 1e-6, info)
+    return out, info
+
+
+def test_an_unreachable_tol_is_reported_never_met(solver, monkeypatch):  # noqa: F811
+    import pdediff.solver
+
+    monkeypatch.setattr(pdediff.solver, "TOL_MAX_ITERATIONS", 1)
+    rho, g, _ = _data(3)
+    with pytest.warns(pdediff.AccuracyWarning, match=r"tol=1e-12 was not reached for 3 of 3 samples after 1 "):
+        _, info = solver.solve(rho, g, steps=2, return_info=True, tol=1e-12)
+    assert info.tol_met == [False] * 3 and info.polish_iterations == [1] * 3 and TOL_MAX_ITERATIONS > 1
+
+
+@pytest.mark.parametrize("tol", [0, -1e-3, float("nan"), float("inf"), "1e-4", True])
+def test_bad_tol(solver, tol):  # noqa: F811
+    rho, g, _ = _data(1)
+    with pytest.raises(ValueError, match=r"tol=.* is invalid; expected a finite number > 0"):
+        solver.solve(rho, g, tol=tol)
+    with pytest.raises(ValueError, match=r"tol needs the error estimate"):
+        solver.solve(rho, g, tol=1e-4, estimate=False)
+    with pytest.raises(ValueError, match=r"estimate='yes' is invalid; expected True or False"):
+        solver.solve(rho, g, estimate="yes")
