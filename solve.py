@@ -31,6 +31,8 @@ def main(argv=None) -> int:
     p.add_argument("--guidance", type=float, default=0.0, help="residual guidance weight")
     p.add_argument("--polish", type=int, default=0, help="classical iterations from the network's answer")
     p.add_argument("--polish-method", default="amg", help="amg (multigrid-preconditioned CG) or cg")
+    p.add_argument("--tol", type=float, default=None,
+                   help="polish each sample until its estimated relative error is <= TOL (e.g. 1e-4)")
     p.add_argument("--resample", action="store_true",
                    help="on a grid other than the model's, solve on its grid and interpolate")
     p.add_argument("--limit", type=int, help="solve only the first LIMIT samples")

@@ -187,10 +187,16 @@ def solve_main(args) -> int:
         fields = {k: v[: args.limit] if np.ndim(v) == 3 else v for k, v in fields.items()}
     phi, info = solver.solve(**fields, sampler=args.sampler, steps=args.steps, seed=args.seed,
                              batch_size=args.batch_size, guidance=args.guidance, polish=args.polish,
-                             polish_method=args.polish_method, resample=args.resample, progress=True, return_info=True)
+                             polish_method=args.polish_method, resample=args.resample, progress=True, return_info=True,
+                             tol=getattr(args, "tol", None))
     write_array(args.out, problem.solution_field, phi)
     print(f"wrote {args.out}: {problem.solution_field} {phi.shape}, {info.nfe} denoiser evaluations, "
           f"{info.seconds:.3f} s")
+    if info.error_estimate:
+        est = np.asarray(info.error_estimate)
+        print(f"estimated relative error: median {np.median(est):.2e}, largest {est.max():.2e}"
+              + (f"; polish iterations: up to {max(info.polish_iterations)}" if info.polish_iterations else "")
+              + (f"; tol met for {sum(info.tol_met)} of {len(info.tol_met)} samples" if info.tol_met else ""))
     if args.check or args.plot:
         like = next(iter(fields.values()))
         full = {k: (np.asarray(fields[k], dtype=np.float64) if k in fields

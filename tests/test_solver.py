@@ -203,6 +203,13 @@ def test_solve_cli_check_and_plot(solver, tmp_path, monkeypatch, capsys, record_
     np.testing.assert_array_equal(rows[0][2], phi[0])
     np.testing.assert_allclose(rows[0][3], ref[0], rtol=1e-10, atol=1e-12)
     png_pixels(tmp_path / "p.png", 1350, 306)
+    assert "estimated relative error: median" in out
+    # --tol: polished until every estimate is below it
+    code, out, err = run(*argv[:6], "--out", "tol.npy", "--steps", "3", "--tol", "1e-6")
+    assert code == 0 and "tol met for 3 of 3 samples" in out, err
+    assert np.all(metrics.relative_l2(np.load(tmp_path / "tol.npy"), ref) < 3e-6)
+    code, _, err = run(*argv[:6], "--out", "tol.npy", "--tol", "-1")
+    assert code == 2 and "tol=-1.0 is invalid" in err
     code, _, err = run(*argv[:2], "--rho", "missing.npy", "--out", "x.npy")
     assert code == 2 and "missing.npy" in err
     junk = tmp_path / "junk.safetensors"
