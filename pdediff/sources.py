@@ -268,6 +268,57 @@ class DisksRects(Family):
 
 
 @dataclass(frozen=True)
+class LineCharges(Family):
+    """1-3 straight line charges one node wide (out of distribution): horizontal, vertical or
+    diagonal segments carrying a line density q, i.e. rho = q / h on their nodes."""
+
+    name: ClassVar[str] = "lines"
+    count: tuple[int, int] = (1, 3)
+    margin: float = 0.15
+    length: tuple[float, float] = (0.3, 0.7)
+    charge: tuple[float, float] = (0.5, 2.0)
+    charge_scale: float = 0.2
+
+    def sample(self, grid, rngs):
+        n = grid.n
+        out = np.zeros((len(rngs), n, n))
+        for b, rng in enumerate(rngs):
+            for _ in range(int(rng.integers(self.count[0], self.count[1] + 1))):
+                steps = max(2, int(round(_uniform(rng, self.length) / grid.h)))
+                lo = int(np.ceil(self.margin / grid.h))
+                hi = n - 1 - lo - steps
+                i, j = rng.integers(lo, max(lo + 1, hi + 1), 2)
+                di, dj = [(0, 1), (1, 0), (1, 1), (1, -1)][int(rng.integers(4))]
+                if dj < 0:
+                    j = n - 1 - j
+                q = _signed(rng, self.charge) * self.charge_scale
+                for t in range(steps):
+                    out[b, i + di * t, j + dj * t] += q / grid.h
+        return out
+
+
+@dataclass(frozen=True)
+class Waves(Family):
+    """Sums of 1-3 sine modes sin(pi k1 x + a) sin(pi k2 y + b) with wavenumbers k from 4 to 10
+    (short waves, out of distribution); the same continuous field at every N."""
+
+    name: ClassVar[str] = "waves"
+    modes: tuple[int, int] = (1, 3)
+    wavenumber: tuple[int, int] = (4, 10)
+    amplitude: tuple[float, float] = (10.0, 100.0)
+
+    def sample(self, grid, rngs):
+        xx, yy = grid.mesh()
+        out = np.zeros((len(rngs), grid.n, grid.n))
+        for b, rng in enumerate(rngs):
+            for _ in range(int(rng.integers(self.modes[0], self.modes[1] + 1))):
+                k1, k2 = rng.integers(self.wavenumber[0], self.wavenumber[1] + 1, 2)
+                a, c = rng.uniform(0.0, 2.0 * np.pi, 2)
+                out[b] += _signed(rng, self.amplitude) * np.sin(np.pi * k1 * xx + a) * np.sin(np.pi * k2 * yy + c)
+        return out
+
+
+@dataclass(frozen=True)
 class Mixture(Family):
     """Each sample draws its family uniformly from ``components``, then samples it."""
 
@@ -339,6 +390,8 @@ SOURCES: dict[str, Family] = {
     "mixture": Mixture((Blobs(), GaussianRandomField())),
     "point_dipoles": PointDipoles(),
     "disks_rects": DisksRects(),
+    "lines": LineCharges(),
+    "waves": Waves(),
     "unit": Constant(1.0),
 }
 
@@ -390,6 +443,8 @@ __all__ = [
     "Blobs",
     "Constant",
     "DisksRects",
+    "LineCharges",
+    "Waves",
     "Family",
     "GaussianRandomField",
     "Mixture",

@@ -147,7 +147,7 @@ def _init_state(config: Config, path) -> tuple[dict, Normalisation]:
     if source.config.data.problem == config.data.problem:
         return source.denoiser.state_dict(), source.norm
     # Another problem: its weights are a starting point when every channel means the same kind of
-    # field (Poisson's rho, g -> Helmholtz's f, g). Its statistics describe other data, so the
+    # field (a source then Dirichlet data, in both). Its statistics describe other data, so the
     # normalisation (and sigma_data, a buffer) is fitted afresh on this run's data.
     mine, theirs = config.data.make_problem(), source.problem
     mine_roles = [mine.field(n).role for n in mine.condition_fields]
