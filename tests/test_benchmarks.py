@@ -160,3 +160,22 @@ def test_benchmarks_runs_a_block_per_problem(monkeypatch, capsys):
     with pytest.raises(SystemExit) as bad:
         entry.main(["--problems", "heat"])
     assert bad.value.code == 2
+
+
+def test_tolerance_benchmark_reads_estimates_and_reaches_tolerances(tiny_dataset, tmp_path, png_pixels):
+    from benchmarks.tolerance import FAMILIES, main as tolerance_main
+
+    ckpt = tiny_checkpoint(tiny_dataset, tmp_path / "run", precond="x0")
+    out = tmp_path / "tol"
+    assert tolerance_main(["--model", str(ckpt), "--count", "2", "--out", str(out)]) == 0
+    rows = [line.split(" | ") for line in (out / "tolerance.md").read_text().splitlines()
+            if line.startswith("| ") and "---" not in line]
+    accuracy, timing = rows[1:1 + len(FAMILIES)], rows[2 + len(FAMILIES):]
+    assert [r[0][2:] for r in accuracy] == list(FAMILIES) == [r[0][2:] for r in timing]
+    for r in accuracy:  # a two-step model is far off: the estimate must still read its error
+        assert r[2] == "100%" and 0.8 < float(r[3]) <= float(r[4].rstrip(" |")) < 1.25
+    head = rows[1 + len(FAMILIES)]
+    for tol in ("0.0001", "1e-06"):
+        column = head.index(f"true error at {tol}")
+        assert all(float(r[column]) <= float(tol) for r in timing)
+    png_pixels(out / "estimate_vs_true.png", 540, 495)
