@@ -79,3 +79,23 @@ def test_get_problem_parameters():
         get_problem("nope")
     with pytest.raises(ValueError, match="k"):
         get_problem("helmholtz", k=float("nan"))
+
+
+@pytest.mark.parametrize("name", PROBLEMS)
+@pytest.mark.parametrize("size", [1e-190, 1e190])
+def test_reference_and_fast_solves_are_equivariant_at_extreme_sizes(name, size):
+    """Solves divide each sample by its largest acting value (and a coefficient by its geometric
+    mean) first, so the honoured extremes give the unit-size answer times the right factor."""
+    problem = PROBLEMS[name]
+    rng = np.random.default_rng(4)
+    fields = {spec.name: (np.exp(rng.normal(size=(2, 17, 17))) if spec.role == COEFFICIENT
+                          else rng.normal(size=(2, 17, 17))) for spec in problem.fields}
+    solves = [problem.reference_solve] + ([problem.fast_solve] if problem.fast_solve is not None else [])
+    for solve in solves:
+        unit = solve(**fields)
+        # sources and Dirichlet data times size: u times size
+        bigger = solve(**{k: v if problem.field(k).role == COEFFICIENT else v * size for k, v in fields.items()})
+        np.testing.assert_allclose(bigger / size, unit, rtol=1e-9, atol=1e-12 * np.abs(unit).max())
+        if problem.coefficient_fields:  # coefficients and sources times size: u unchanged
+            same = solve(**{k: v if problem.field(k).role == DIRICHLET else v * size for k, v in fields.items()})
+            np.testing.assert_allclose(same, unit, rtol=1e-9, atol=1e-12 * np.abs(unit).max())

@@ -22,7 +22,7 @@ import numpy as np
 import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 
-from pdediff.problems.base import (COEFFICIENT, DIRICHLET, SOURCE, FieldSpec, Problem, as_field, boundary_mask,
+from pdediff.problems.base import (COEFFICIENT, DIRICHLET, SOURCE, FieldSpec, Problem, as_field, boundary_mask, check_finite,
                                    relative_norm)
 from pdediff.problems.poisson import _cg
 
@@ -205,14 +205,18 @@ class Darcy(Problem):
             u of the same shape as a, float64.
         """
         a, f, g = self._inputs(a, f, g)
+        # a / c and f / c (c: the geometric mean of a) give the same u; then f and g are divided
+        # by their largest acting value m, so that no honoured size overflows or underflows
+        c = np.exp(np.mean(np.log(a), axis=(-2, -1), keepdims=True))
+        scaled, m = self.scaled({"a": a / c, "f": f / c, "g": g})
         n = a.shape[-1]
-        b = self.rhs(a, f, g)
-        flat_a = a.reshape(-1, n, n)
+        b = self.rhs(scaled["a"], scaled["f"], scaled["g"])
+        flat_a = scaled["a"].reshape(-1, n, n)
         flat_b = b.reshape(len(flat_a), -1)
         out = np.empty_like(flat_b)
         for k in range(len(flat_a)):
             out[k] = spla.splu(self.operator(flat_a[k])).solve(flat_b[k])
-        return self._assemble(out.reshape(b.shape), g)
+        return check_finite("u", self._assemble(out.reshape(b.shape) * m, g))
 
     def iterative_solve(self, u0, a, f=None, g=None, *, maxiter: int = 1000, rtol: float = 1e-8,
                         method: str = "cg"):

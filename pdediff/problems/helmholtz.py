@@ -23,7 +23,8 @@ import scipy.fft
 import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 
-from pdediff.problems.base import DIRICHLET, SOURCE, FieldSpec, Grid, Problem, as_field, boundary_mask, relative_norm
+from pdediff.problems.base import (DIRICHLET, SOURCE, FieldSpec, Grid, Problem, as_field, boundary_mask, check_finite,
+                                   relative_norm)
 from pdediff.problems.poisson import Poisson, _dst_eigenvalues, _neg_laplacian
 from pdediff.problems.poisson import _operator as _laplacian
 
@@ -239,11 +240,12 @@ class Helmholtz(Problem):
             ValueError: bad fields, or k^2 at an eigenvalue of the N-grid operator.
         """
         f, g = self._inputs(f, g)
+        scaled, m = self.scaled({"f": f, "g": g})  # no overflow or underflow at any honoured size
         n = f.shape[-1]
-        b = self.rhs(f, g)
+        b = self.rhs(scaled["f"], scaled["g"])
         batch = b.reshape(-1, (n - 2) ** 2)
         u = _factorisation(n, self.k).solve(np.ascontiguousarray(batch.T)).T
-        return self._assemble(u.reshape(b.shape), g)
+        return check_finite("u", self._assemble(u.reshape(b.shape) * m, g))
 
     def fast_solve(self, f, g=None) -> np.ndarray:
         """Exact discrete solution by the type-I discrete sine transform, O(N^2 log N).
@@ -252,12 +254,13 @@ class Helmholtz(Problem):
         lam_p + lam_q - k^2, lam_p = (2 - 2 cos(pi p / (N - 1))) / h^2.
         """
         f, g = self._inputs(f, g)
+        scaled, m = self.scaled({"f": f, "g": g})
         n = f.shape[-1]
         check_nonsingular(n, self.k)
-        b = self.rhs(f, g)
+        b = self.rhs(scaled["f"], scaled["g"])
         b_hat = scipy.fft.dstn(b, type=1, axes=(-2, -1))
         u = scipy.fft.idstn(b_hat / (_dst_eigenvalues(n) - self.k**2), type=1, axes=(-2, -1))
-        return self._assemble(u, g)
+        return check_finite("u", self._assemble(u * m, g))
 
     def iterative_solve(self, u0, f, g=None, *, maxiter: int = 1000, rtol: float = 1e-8,
                         method: str = "amg"):
