@@ -12,8 +12,10 @@ the coordinate channels always span [0, 1], and the domain padding is a fraction
 so the same weights run on 32 x 32, 64 x 64 or 65 x 65 grids.
 
 Fourier layers assume periodic fields; our fields are not (Dirichlet boundary data), so the grid
-is zero-padded on the high-index side by ``domain_padding`` times its size before the Fourier
-layers and cropped afterwards, which keeps the wrap-around from coupling opposite edges.
+is zero-padded on the high-index side by ``domain_padding`` times its size (plus one node where
+that leaves an odd size: the same continuous input then gives the same output on odd and even
+grids) before the Fourier layers and cropped afterwards, which keeps the wrap-around from
+coupling opposite edges.
 """
 
 from __future__ import annotations
@@ -147,6 +149,9 @@ class FNOScore(nn.Module):
         h, w = x.shape[-2:]
         z = self.lifting(network_input("the FNO", self, x, c_noise, cond))
         pad_h, pad_w = math.ceil(self.domain_padding * h), math.ceil(self.domain_padding * w)
+        # an even padded size on every grid: the spectral layers treat the kept modes of odd and
+        # even FFT lengths differently (6 % apart on the same continuous input before this)
+        pad_h, pad_w = pad_h + (h + pad_h) % 2, pad_w + (w + pad_w) % 2
         if pad_h or pad_w:
             z = F.pad(z, (0, pad_w, 0, pad_h))
 
