@@ -140,7 +140,7 @@ def test_problem_block_with_the_fno_peer(tmp_path, png_pixels):
     fno_err = np.mean(relative_l2(fno_peer.FNOPeer(peer).predict(test["a"]), test["u"]))
     assert float(rows[1][6].rstrip(" |")) == pytest.approx(fno_err, rel=1e-2, abs=1e-4)
     assert all(float(r[5]) < 1e-3 for r in rows[1:8])  # five polish iterations from any start
-    assert [r[0] for r in rows[9:]] == ["| 17", "| 34"] and all(len(r) == 6 for r in rows[9:])
+    assert [r[0] for r in rows[9:]] == ["| 17", "| 34"] and all(len(r) == 7 for r in rows[9:])
     png_pixels(tmp_path / "darcy_gallery.png", 1350, round(3.4 * 90 * 7))
     with pytest.raises(SystemExit) as bad:
         problems_main(["--problem", "darcy", "--model", str(ckpt), "--count", "0"])
