@@ -140,7 +140,9 @@ class Solver:
     def __init__(self, denoiser, config: Config, norm: Normalisation, card: dict | None = None,
                  device="cpu"):
         self.device = torch.device(device)
-        self.denoiser = denoiser.to(self.device).eval()
+        # channels-last convolutions: 1.5x the throughput of the default layout on this CPU
+        # (shipped U-Net, N = 64, batch 64; see the README's "Cost" figures)
+        self.denoiser = denoiser.to(self.device, memory_format=torch.channels_last).eval()
         self.config = config
         self.norm = norm
         self.card = card or {}
@@ -425,8 +427,10 @@ class Solver:
             chunk = {k: torch.as_tensor(v[start:stop], dtype=self.dtype, device=self.device)
                      for k, v in net_batch.items()}
             cond, s = encode(self.problem, self.norm, chunk)
+            cond = cond.contiguous(memory_format=torch.channels_last)
             count_b = stop - start
             x = randn((count_b, 1, m, m), _generators(seed, start, count_b, 0), self.device, self.dtype) * sigmas[0]
+            x = x.contiguous(memory_format=torch.channels_last)
             gens = _generators(seed, start, count_b, 1)
             with torch.no_grad():
                 x, nfe = step(denoiser, x, sigmas, cond, generator=gens, **(sampler_options or {}))

@@ -1,5 +1,5 @@
 """The shipped variable-coefficient model (``load_solver("darcy")``) on fresh draws of its training
-law and of two laws it never saw; thresholds are the figures of ``python -m benchmarks.darcy``
+law and of two laws it never saw; thresholds are the figures of ``python -m benchmarks.problems --problem darcy``
 (benchmarks/results/darcy.md) with a margin, so a regression in the engine or the file shows."""
 
 import numpy as np
