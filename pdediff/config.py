@@ -114,6 +114,9 @@ class TrainConfig:
     # fine-tuning: start from this pdediff checkpoint's weights (EMA) and normalisation; the
     # optimiser, step count and schedule start afresh (ignored when resuming a run)
     init: str | None = None
+    # with init: fit the normalisation on this run's data instead of taking the checkpoint's
+    # (data of other scales, e.g. a broader law of the same problem); the weights are kept
+    refit_normalisation: bool = False
 
 
 @dataclass

@@ -382,6 +382,8 @@ class Trainer:
         init = None
         if state is None and config.train.init:
             init = _init_state(config, config.train.init)
+            if config.train.refit_normalisation:
+                init = ({k: v for k, v in init[0].items() if k != "sigma_data"}, None)
         if state is not None:
             self.norm = Normalisation.from_dict(state[1]["normalisation"]).validate(self.problem)
         elif init is not None and init[1] is not None:

@@ -213,3 +213,18 @@ def test_init_from_another_problem_takes_the_weights_and_fits_its_own_normalisat
     d.data.problem = "darcy"
     with pytest.raises(ValueError, match=r"train.init=.*roles \['source', 'dirichlet'\].*'coefficient'"):
         Trainer(d, tmp_path / "d", progress=False)
+
+
+def test_init_with_refit_normalisation_keeps_the_weights_and_fits_this_data(tiny_dataset, tmp_path):
+    base = train(tiny_config(tiny_dataset, steps=2), tmp_path / "base", progress=False)
+    tensors, meta = load_checkpoint(base)
+    other = tmp_path / "other17"  # the same problem, data of another scale
+    generate_dataset(other, make_card("poisson", 17, 24, source="rough", boundary="zero", seed=9,
+                                      valid_count=4, test_count=4))
+    c = tiny_config(other, steps=2, init=str(base), refit_normalisation=True)
+    tuned = Trainer(c, tmp_path / "tuned", progress=False)
+    fresh = fit_normalisation(c.data.make_problem(), load_arrays(c.data.train, limit=c.data.stats_samples))
+    assert tuned.norm == fresh and tuned.norm.to_dict() != meta["normalisation"]
+    ema = group(tensors, "ema")
+    assert all(torch.equal(v, ema[k]) for k, v in tuned.model.state_dict().items() if k != "sigma_data")
+    assert float(tuned.model.sigma_data) == pytest.approx(fresh.sigma_data)
