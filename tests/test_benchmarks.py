@@ -179,3 +179,25 @@ def test_tolerance_benchmark_reads_estimates_and_reaches_tolerances(tiny_dataset
         column = head.index(f"true error at {tol}")
         assert all(float(r[column]) <= float(tol) for r in timing)
     png_pixels(out / "estimate_vs_true.png", 540, 495)
+
+
+def test_evaluate_prints_the_error_of_a_split(tiny_dataset, tmp_path, capsys):
+    from benchmarks.evaluate import main as evaluate_main
+
+    ckpt = tiny_checkpoint(tiny_dataset, tmp_path / "run", precond="x0")
+    assert evaluate_main(["--model", str(ckpt), "--data", str(tiny_dataset / "test.h5"), "--count", "3"]) == 0
+    out = capsys.readouterr().out
+    assert "(3 samples" in out
+    import re
+
+    from pdediff.metrics import relative_l2
+    from pdediff.solver import load_solver
+
+    solver = load_solver(str(ckpt))
+    test = load_arrays(tiny_dataset / "test.h5", dtype=np.float64, limit=3)
+    err = relative_l2(solver.solve(test["rho"], test["g"], estimate=False), test["phi"])
+    mean = float(re.search(r"relative L2 mean ([0-9.]+)", out).group(1))
+    assert mean == pytest.approx(err.mean(), abs=2e-4)
+    with pytest.raises(SystemExit) as bad:
+        evaluate_main(["--model", str(ckpt), "--data", str(tmp_path / "missing.h5")])
+    assert bad.value.code == 2
