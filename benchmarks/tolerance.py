@@ -19,12 +19,12 @@ family). Timings are measured in this run on this machine.
 from __future__ import annotations
 
 import argparse
-import time
 import warnings
 from pathlib import Path
 
 import numpy as np
 
+from benchmarks.problems import timed
 from pdediff import AccuracyWarning, atomic, metrics
 from pdediff.atomic import atomic_path
 from pdediff.cases import Case
@@ -42,16 +42,6 @@ FAMILIES = {  # name: source family (a comma list is a mixture)
 TOLS = (1e-4, 1e-6)
 
 
-def _timed(fn, repeat: int = 2):
-    """``fn()`` and its best wall time over ``repeat`` runs."""
-    best = np.inf
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        out = fn()
-        best = min(best, time.perf_counter() - t0)
-    return out, best
-
-
 def run(model: str | None, count: int, seed: int = 2026):
     import pdediff
 
@@ -65,29 +55,29 @@ def run(model: str | None, count: int, seed: int = 2026):
         fields = Case(source, "zero,smooth").draw(count, seed + k, problem=problem, n=n)
         ref = problem.reference_solve(**fields)
         solver.solve(**{f: v[:1] for f, v in fields.items()})  # warm-up
-        (u, info), t_net = _timed(lambda: solver.solve(**fields, return_info=True))
+        (u, info), t_net = timed(lambda: solver.solve(**fields, return_info=True))
         true = metrics.relative_l2(u, ref)
         est = np.asarray(info.error_estimate)
         ratio = est / true
         scatter[label] = (true, est)
         rows.append((label, float(np.median(true)), float(np.mean((ratio >= 1 / 3) & (ratio <= 3))),
                      float(ratio.min()), float(ratio.max())))
-        _, t_plain = _timed(lambda: solver.solve(**fields, estimate=False))
+        _, t_plain = timed(lambda: solver.solve(**fields, estimate=False))
         cells = {"family": label, "network": t_net / count, "estimate share": (t_net - t_plain) / t_plain}
         for tol in TOLS:
-            (u_tol, info_tol), t = _timed(lambda: solver.solve(**fields, tol=tol, return_info=True))
+            (u_tol, info_tol), t = timed(lambda: solver.solve(**fields, tol=tol, return_info=True))
             cells[f"network + polish to {tol:g}"] = t / count
             cells[f"true error at {tol:g}"] = float(np.max(metrics.relative_l2(u_tol, ref)))
             cells[f"polish iterations to {tol:g}"] = float(np.mean(info_tol.polish_iterations))
             zero_info = SolveInfo()
             batch = {f: fields[f] for f in names}
-            _, t = _timed(lambda: solver._estimate(np.zeros_like(ref), batch, tol, zero_info))
+            _, t = timed(lambda: solver._estimate(np.zeros_like(ref), batch, tol, zero_info))
             cells[f"classical from zero to {tol:g}"] = t / count
         if problem.fast_solve is not None:
-            _, t = _timed(lambda: problem.fast_solve(**fields))
+            _, t = timed(lambda: problem.fast_solve(**fields))
             cells["fast solve"] = t / count
         problem.reference_solve(**fields)  # the factorisation is cached per N: time its reuse
-        _, t = _timed(lambda: problem.reference_solve(**fields))
+        _, t = timed(lambda: problem.reference_solve(**fields))
         cells["LU (cached)"] = t / count
         times.append(cells)
         print(f"{label}: median true {rows[-1][1]:.2e}, within 3x {rows[-1][2]:.0%}, ratio "
