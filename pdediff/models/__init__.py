@@ -14,6 +14,7 @@ FOLDER = Path(__file__).parent
 MODELS: dict[str, str] = {
     "poisson": "default.safetensors",
     "darcy": "darcy.safetensors",
+    "darcy-broad": "darcy-broad.safetensors",
     "helmholtz": "helmholtz.safetensors",
 }
 
