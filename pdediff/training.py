@@ -133,8 +133,10 @@ def build_loss(config: Config, sigma_data: float):
     raise ValueError(f"train.loss={t.loss!r} is unknown; expected 'edm' or one of {sorted(SDES)}")
 
 
-def _init_state(config: Config, path) -> tuple[dict, Normalisation]:
-    """Weights (EMA, else raw) and normalisation of checkpoint ``path`` to fine-tune from."""
+def _init_state(config: Config, path) -> tuple[dict, Normalisation | None]:
+    """Weights (EMA, else raw) and normalisation of checkpoint ``path`` to fine-tune from; the
+    normalisation is None (to be fitted on this run's data) for another problem or with
+    ``train.refit_normalisation``, and the weights then leave out its ``sigma_data`` buffer."""
     try:
         source = load_denoiser(path)  # validates the file, its metadata and weights
     except ValueError as exc:
@@ -144,8 +146,11 @@ def _init_state(config: Config, path) -> tuple[dict, Normalisation]:
         if getattr(mine, key) != getattr(theirs, key):
             raise ValueError(f"train.init={str(path)!r} has model.{key}={getattr(theirs, key)!r}, but this "
                              f"config has {getattr(mine, key)!r}; expected the same network to fine-tune")
+    weights = source.denoiser.state_dict()
     if source.config.data.problem == config.data.problem:
-        return source.denoiser.state_dict(), source.norm
+        if not config.train.refit_normalisation:
+            return weights, source.norm
+        return {k: v for k, v in weights.items() if k != "sigma_data"}, None
     # Another problem: its weights are a starting point when every channel means the same kind of
     # field (a source then Dirichlet data, in both). Its statistics describe other data, so the
     # normalisation (and sigma_data, a buffer) is fitted afresh on this run's data.
@@ -156,8 +161,7 @@ def _init_state(config: Config, path) -> tuple[dict, Normalisation]:
         raise ValueError(f"train.init={str(path)!r} solves {source.config.data.problem!r} with condition "
                          f"fields of roles {theirs_roles}, but data.problem={config.data.problem!r} has "
                          f"{mine_roles}; expected the same roles in the same order to start from its weights")
-    weights = {k: v for k, v in source.denoiser.state_dict().items() if k != "sigma_data"}
-    return weights, None
+    return {k: v for k, v in weights.items() if k != "sigma_data"}, None
 
 
 def check_export(path, argument: str = "--export") -> Path:
@@ -382,8 +386,6 @@ class Trainer:
         init = None
         if state is None and config.train.init:
             init = _init_state(config, config.train.init)
-            if config.train.refit_normalisation:
-                init = ({k: v for k, v in init[0].items() if k != "sigma_data"}, None)
         if state is not None:
             self.norm = Normalisation.from_dict(state[1]["normalisation"]).validate(self.problem)
         elif init is not None and init[1] is not None:
@@ -403,7 +405,8 @@ class Trainer:
         self.model = build_denoiser(config, self.problem, self.norm).to(self.device)
         self.ema = build_denoiser(config, self.problem, self.norm).to(self.device)
         if init is not None:
-            self.model.load_state_dict(init[0], strict=init[1] is not None)
+            # every weight from the checkpoint; sigma_data of this run's statistics where refitted
+            self.model.load_state_dict({"sigma_data": self.model.sigma_data, **init[0]})
         self.ema.load_state_dict(self.model.state_dict())
         self.ema.requires_grad_(False)
         self.ddp = (torch.nn.parallel.DistributedDataParallel(self.model) if self.world > 1 else self.model)
