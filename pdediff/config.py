@@ -103,6 +103,9 @@ class TrainConfig:
     loss: str = "edm"
     P_mean: float = -1.2
     P_std: float = 1.2
+    # loss "edm" only; > 0: each sample's loss is its squared error relative to its target's
+    # mean square (floored at relative_floor^2, in normalised units); 0: the absolute error
+    relative_floor: float = 0.0
     seed: int = 0
     log_every: int = 50
     valid_every: int = 1000
@@ -167,10 +170,12 @@ class Config:
             if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 < value <= MAX_SETTING:
                 raise ValueError(f"{name}={value!r} is invalid; expected a finite number > 0 (at most "
                                  f"{MAX_SETTING:g}, float32's range)")
-        for name, value in {"train.weight_decay": t.weight_decay, "train.P_mean": t.P_mean}.items():
-            if not abs(value) <= MAX_SETTING or (name == "train.weight_decay" and value < 0):
+        nonnegative = ("train.weight_decay", "train.relative_floor")
+        for name, value in {"train.weight_decay": t.weight_decay, "train.P_mean": t.P_mean,
+                            "train.relative_floor": t.relative_floor}.items():
+            if not abs(value) <= MAX_SETTING or (name in nonnegative and value < 0):
                 raise ValueError(f"{name}={value!r} is invalid; expected a finite number"
-                                 + (" >= 0" if name == "train.weight_decay" else "")
+                                 + (" >= 0" if name in nonnegative else "")
                                  + f" (at most {MAX_SETTING:g} in size)")
         if not m.sigma_min < m.sigma_max:
             raise ValueError(f"model.sigma_min={m.sigma_min} must be below model.sigma_max={m.sigma_max}")
@@ -178,6 +183,8 @@ class Config:
             raise ValueError(f"train.ema_decay={t.ema_decay!r} is invalid; expected 0 <= decay < 1")
         if m.precond not in ("edm", "x0"):  # pdediff.denoiser.PRECONDITIONINGS (kept import-free here)
             raise ValueError(f"model.precond={m.precond!r} is invalid; expected 'edm' or 'x0'")
+        if t.relative_floor > 0 and t.loss != "edm":
+            raise ValueError(f"train.relative_floor={t.relative_floor!r} needs train.loss='edm' (got {t.loss!r})")
         if t.lr_decay not in ("cosine", "constant"):
             raise ValueError(f"train.lr_decay={t.lr_decay!r} is invalid; expected 'cosine' or 'constant'")
         if not self.data.train:

@@ -44,12 +44,18 @@ class EDMLoss:
     P_std: float = 1.2
     sigma_data: float = 0.5
     precond: str = "edm"
+    #: > 0: divide each sample's loss by max(mean x0^2, relative_floor^2), a squared relative
+    #: error: samples whose target is small in the network's units (short waves, point charges:
+    #: |phi| << |rho|) then weigh as much as the others instead of vanishing from the loss.
+    relative_floor: float = 0.0
 
     def __post_init__(self):
         from pdediff.denoiser import PRECONDITIONINGS
 
         if self.precond not in PRECONDITIONINGS:
             raise ValueError(f"precond={self.precond!r} is unknown; expected one of {sorted(PRECONDITIONINGS)}")
+        if not (isinstance(self.relative_floor, (int, float)) and 0 <= self.relative_floor < float("inf")):
+            raise ValueError(f"relative_floor={self.relative_floor!r} is invalid; expected a finite number >= 0")
 
     def weight(self, sigma: torch.Tensor) -> torch.Tensor:
         """lambda(sigma) = 1 / c_out(sigma)^2, which makes the effective training target unit-variance."""
@@ -68,7 +74,10 @@ class EDMLoss:
         sigma = log_sigma.exp()
         noisy = x0 + append_dims(sigma, x0.ndim) * randn_like(x0, generator)
         error = denoiser(noisy, sigma, cond) - x0
-        return self.weight(sigma) * _per_sample_mean(error**2)
+        loss = self.weight(sigma) * _per_sample_mean(error**2)
+        if self.relative_floor > 0:
+            loss = loss / _per_sample_mean(x0**2).clamp_min(self.relative_floor**2)
+        return loss
 
 
 @dataclass

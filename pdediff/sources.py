@@ -17,6 +17,10 @@ Families (amplitudes are chosen so that the sources have comparable peak values,
 * ``rough``: a rough random field (the ``grf`` series with 48 x 48 modes and a spectral
   exponent alpha ~ U[0, 1] per sample, from white noise to 1/f), RMS U[5, 15]: training breadth
   across the operator's whole spectrum.
+* ``plane_waves``, ``point_charges``, ``segments``, ``cells``: training breadth across the
+  operator's spectrum (plane waves and wave packets down to 6 nodes a period; single-node and
+  Gaussian charges and dipoles; line and ring charges at any angle; Voronoi piecewise-constant
+  fields), each wider than the out-of-distribution family nearest to it.
 * ``mixture``: each sample draws its family uniformly from ``blobs`` and ``grf``; any comma
   list such as ``"blobs,grf,disks_rects"`` names a mixture too (see :func:`get_source`).
 * ``point_dipoles`` (out of distribution): 1-4 point charges or dipoles, Gaussians 1-2 nodes
@@ -318,6 +322,133 @@ class Waves(Family):
         return out
 
 
+# Training families for the operator's whole spectrum (configs/default64-spectrum.yaml). Each
+# is wider than the out-of-distribution test family nearest to it (``point_dipoles``, ``lines``,
+# ``waves``, ``disks_rects``), so that those stay unseen draws of a covered kind.
+
+
+@dataclass(frozen=True)
+class PlaneWaves(Family):
+    """Sums of 1-6 plane waves cos(pi kappa (x cos t + y sin t) + a), any direction t, |kappa|
+    log-uniform from ``wavenumber[0]`` to ``wavenumber[1]`` times N (N / 3: periods down to 6
+    nodes, twice the wavenumber N / 6 of the ``waves`` test family), half of them under a
+    Gaussian envelope (wave packets): the operator's eigenmodes from the longest wavelengths to
+    the short ones."""
+
+    name: ClassVar[str] = "plane_waves"
+    modes: tuple[int, int] = (1, 6)
+    wavenumber: tuple[float, float] = (1.0, 1.0 / 3.0)
+    envelope: tuple[float, float] = (0.08, 0.4)
+    amplitude: tuple[float, float] = (1.0, 20.0)
+
+    def sample(self, grid, rngs):
+        xx, yy = grid.mesh()
+        top = np.log(max(self.wavenumber[1] * grid.n, self.wavenumber[0] * 1.5))
+        out = np.zeros((len(rngs), grid.n, grid.n))
+        for b, rng in enumerate(rngs):
+            for _ in range(int(rng.integers(self.modes[0], self.modes[1] + 1))):
+                kappa = np.exp(rng.uniform(np.log(self.wavenumber[0]), top))
+                t, a = rng.uniform(0.0, 2.0 * np.pi, 2)
+                wave = np.cos(np.pi * kappa * (xx * np.cos(t) + yy * np.sin(t)) + a)
+                if rng.random() < 0.5:
+                    c, w = _uniform(rng, (0.1, 0.9), 2), _uniform(rng, self.envelope)
+                    wave *= np.exp(-((xx - c[0]) ** 2 + (yy - c[1]) ** 2) / (2 * w**2))
+                out[b] += _signed(rng, self.amplitude) * wave
+        return out
+
+
+@dataclass(frozen=True)
+class PointCharges(Family):
+    """1-8 point sources anywhere inside: a charge q on one node (density q / h^2) or a Gaussian
+    0.5-3 nodes wide, each alone or as a dipole whose partner is 1-8 nodes away."""
+
+    name: ClassVar[str] = "point_charges"
+    count: tuple[int, int] = (1, 8)
+    width_nodes: tuple[float, float] = (0.5, 3.0)
+    separation_nodes: tuple[int, int] = (1, 8)
+    charge: tuple[float, float] = (0.5, 2.0)
+    charge_scale: float = 0.05
+
+    def sample(self, grid, rngs):
+        n, h = grid.n, grid.h
+        xx, yy = grid.mesh()
+        out = np.zeros((len(rngs), n, n))
+        for b, rng in enumerate(rngs):
+            for _ in range(int(rng.integers(self.count[0], self.count[1] + 1))):
+                q = _signed(rng, self.charge) * self.charge_scale
+                i, j = rng.integers(1, n - 1, 2)
+                places = [(i, j, q)]
+                if rng.random() < 0.5:  # dipole
+                    d = int(rng.integers(self.separation_nodes[0], self.separation_nodes[1] + 1))
+                    angle = rng.uniform(0.0, 2.0 * np.pi)
+                    i2 = int(np.clip(round(i + d * np.sin(angle)), 1, n - 2))
+                    j2 = int(np.clip(round(j + d * np.cos(angle)), 1, n - 2))
+                    places.append((i2, j2, -q))
+                width = _uniform(rng, self.width_nodes) * h if rng.random() < 0.5 else 0.0
+                for pi, pj, pq in places:
+                    if width:
+                        r2 = (xx - pj * h) ** 2 + (yy - pi * h) ** 2
+                        out[b] += pq / (2 * np.pi * width**2) * np.exp(-r2 / (2 * width**2))
+                    else:
+                        out[b, pi, pj] += pq / h**2
+        return out
+
+
+@dataclass(frozen=True)
+class Segments(Family):
+    """1-4 line charges one node wide at any angle (straight segments 0.05-0.9 long, or circles
+    of radius 0.05-0.35), carrying a line density q (q / h on the nodes they cross)."""
+
+    name: ClassVar[str] = "segments"
+    count: tuple[int, int] = (1, 4)
+    length: tuple[float, float] = (0.05, 0.9)
+    radius: tuple[float, float] = (0.05, 0.35)
+    charge: tuple[float, float] = (0.5, 2.0)
+    charge_scale: float = 0.2
+
+    def sample(self, grid, rngs):
+        n, h = grid.n, grid.h
+        out = np.zeros((len(rngs), n, n))
+        for b, rng in enumerate(rngs):
+            for _ in range(int(rng.integers(self.count[0], self.count[1] + 1))):
+                start = _uniform(rng, (0.05, 0.95), 2)
+                if rng.random() < 0.7:
+                    angle, length = rng.uniform(0.0, 2.0 * np.pi), _uniform(rng, self.length)
+                    t = np.linspace(0.0, length, max(2, int(np.ceil(2 * length / h)) + 1))
+                    px, py = start[0] + t * np.cos(angle), start[1] + t * np.sin(angle)
+                else:
+                    radius = _uniform(rng, self.radius)
+                    t = np.linspace(0.0, 2.0 * np.pi, max(8, int(np.ceil(4 * np.pi * radius / h))), endpoint=False)
+                    px, py = start[0] + radius * np.cos(t), start[1] + radius * np.sin(t)
+                cols, rows = np.rint(px / h).astype(int), np.rint(py / h).astype(int)
+                inside = (cols >= 1) & (cols <= n - 2) & (rows >= 1) & (rows <= n - 2)
+                nodes = np.unique(np.stack([rows[inside], cols[inside]], axis=1), axis=0)
+                if len(nodes):
+                    out[b, nodes[:, 0], nodes[:, 1]] += _signed(rng, self.charge) * self.charge_scale / h
+        return out
+
+
+@dataclass(frozen=True)
+class Cells(Family):
+    """Piecewise-constant fields: the Voronoi cells of 2-24 random sites, each with its own value
+    +-U[1, 10] (sharp jumps along straight edges at every angle)."""
+
+    name: ClassVar[str] = "cells"
+    sites: tuple[int, int] = (2, 24)
+    amplitude: tuple[float, float] = (1.0, 10.0)
+
+    def sample(self, grid, rngs):
+        xx, yy = grid.mesh()
+        out = np.empty((len(rngs), grid.n, grid.n))
+        for b, rng in enumerate(rngs):
+            k = int(rng.integers(self.sites[0], self.sites[1] + 1))
+            sites = rng.uniform(0.0, 1.0, (k, 2))
+            values = _signed(rng, self.amplitude, k)
+            d2 = (xx[None] - sites[:, 0, None, None]) ** 2 + (yy[None] - sites[:, 1, None, None]) ** 2
+            out[b] = values[np.argmin(d2, axis=0)]
+        return out
+
+
 @dataclass(frozen=True)
 class Mixture(Family):
     """Each sample draws its family uniformly from ``components``, then samples it."""
@@ -392,6 +523,10 @@ SOURCES: dict[str, Family] = {
     "disks_rects": DisksRects(),
     "lines": LineCharges(),
     "waves": Waves(),
+    "plane_waves": PlaneWaves(),
+    "point_charges": PointCharges(),
+    "segments": Segments(),
+    "cells": Cells(),
     "unit": Constant(1.0),
 }
 

@@ -127,7 +127,8 @@ def build_loss(config: Config, sigma_data: float):
     Song et al.'s lambda(t) = std^2 weighting), all through the same denoiser."""
     t = config.train
     if t.loss == "edm":
-        return LOSSES["edm"](P_mean=t.P_mean, P_std=t.P_std, sigma_data=sigma_data, precond=config.model.precond)
+        return LOSSES["edm"](P_mean=t.P_mean, P_std=t.P_std, sigma_data=sigma_data, precond=config.model.precond,
+                               relative_floor=t.relative_floor)
     if t.loss in SDES:
         return LOSSES["sde"](SDES[t.loss](), weighting="sigma2")
     raise ValueError(f"train.loss={t.loss!r} is unknown; expected 'edm' or one of {sorted(SDES)}")

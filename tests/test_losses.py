@@ -150,3 +150,23 @@ def test_registry_and_errors():
         SDELoss(SDES["vp"](), weighting="uniform")
     with pytest.raises(ValueError, match="eps"):
         SDELoss(SDES["vp"](), eps=2.0)
+
+
+def test_relative_floor_makes_the_loss_a_relative_error():
+    """With relative_floor, scaling x0 and the denoiser's answer by c leaves the loss unchanged
+    (above the floor); below it the loss is the absolute one divided by the floor squared."""
+    x0 = data(3)[:16].reshape(16, 1, 2, 4)
+    offset = 0.1 * torch.randn(x0.shape, generator=_gen(5), dtype=F64)
+    absolute = EDMLoss(P_mean=0.0, P_std=1.0, sigma_data=0.5)
+    relative = EDMLoss(P_mean=0.0, P_std=1.0, sigma_data=0.5, relative_floor=1e-3)
+    for scale in (1.0, 1e-2):
+        den = lambda x, sigma, cond: scale * (x0 + offset)  # noqa: E731
+        got = relative(den, scale * x0, generator=_gen(6))
+        want = absolute(den, scale * x0, generator=_gen(6)) / (scale * x0).pow(2).flatten(1).mean(1)
+        torch.testing.assert_close(got, want)
+        torch.testing.assert_close(got, relative(lambda x, s, c: x0 + offset, x0, generator=_gen(6)))
+    floored = EDMLoss(P_mean=0.0, P_std=1.0, sigma_data=0.5, relative_floor=10.0)
+    den = lambda x, sigma, cond: x0 + offset  # noqa: E731
+    torch.testing.assert_close(floored(den, x0, generator=_gen(6)), absolute(den, x0, generator=_gen(6)) / 100.0)
+    with pytest.raises(ValueError, match="relative_floor"):
+        EDMLoss(relative_floor=-1.0)

@@ -170,3 +170,29 @@ def test_cases_refuse_what_they_cannot_draw():
     with pytest.raises(ValueError, match=r"problem 'heat' has no cases; expected one of \['poisson'\]"):
         cases_for(SimpleNamespace(name="heat"))
     assert cases_for(problem) is CASES[DEFAULT_PROBLEM]
+
+
+def test_spectrum_training_families_reach_what_they_say():
+    grid = Grid(64)
+    h = grid.h
+    # plane waves: periods down to about 6 nodes (|kappa| up to N / 3), in any direction
+    waves = SOURCES["plane_waves"].sample(grid, rngs(80))
+    spectrum = np.abs(np.fft.rfft2(waves)) ** 2
+    ky, kx = np.meshgrid(np.fft.fftfreq(64), np.fft.rfftfreq(64), indexing="ij")
+    peak = np.sqrt(kx**2 + ky**2).ravel()[spectrum.reshape(80, -1).argmax(axis=1)]
+    assert peak.max() > 0.14 and peak.min() < 0.05  # from 1/6 of a cycle a node to long waves
+    # point charges: single nodes carry q / h^2 at some samples, dipoles cancel their charge
+    points = SOURCES["point_charges"].sample(grid, rngs(40))
+    assert np.abs(points).max() >= 0.5 * 0.05 / h**2 - 1e-9
+    single = [p for p in points if np.count_nonzero(p) <= 16]
+    assert single and all(np.count_nonzero(p) >= 1 for p in single)
+    # segments: one node wide, density q / h on their nodes, nothing on the ring
+    lines = SOURCES["segments"].sample(grid, rngs(40))
+    assert np.all(lines[:, 0, :] == 0) and np.all(lines[:, :, -1] == 0)
+    levels = np.abs(lines[lines != 0]) * h  # q in 0.1-0.4, sums where segments cross
+    assert np.percentile(levels, 10) >= 0.1 - 1e-9 and np.median(levels) <= 0.4
+    # cells: piecewise constant with 2-24 levels of size 1-10
+    cells = SOURCES["cells"].sample(grid, rngs(40))
+    counts = [len(np.unique(c)) for c in cells]
+    assert min(counts) >= 1 and max(counts) <= 24
+    assert np.abs(cells).min() >= 1 - 1e-12 and np.abs(cells).max() <= 10 + 1e-12
