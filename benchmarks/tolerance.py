@@ -38,6 +38,8 @@ FAMILIES = {  # name: source family (a comma list is a mixture)
     "short waves (k 4-10)": "waves",
     "disks & rectangles": "disks_rects",
     "rough fields": "rough",
+    "single-node charges": "deltas",
+    "checkerboards": "checkerboard",
 }
 TOLS = (1e-4, 1e-6)
 

@@ -106,6 +106,9 @@ class Case:
                 for name, (family, stream) in families.items()}
 
 
+# bounds of the out-of-distribution checks: the shipped model's measured mean with a margin
+LINES, WAVES, DELTAS, CHECKER = 0.05, 0.4, 0.5, 0.5
+
 #: Problem name -> its cases by name. The shipped model's checks are its measured figures
 #: (``python -m benchmarks`` and ``python -m benchmarks.families``; README) with a margin.
 CASES: dict[str, dict[str, Case]] = {
@@ -118,6 +121,11 @@ CASES: dict[str, dict[str, Case]] = {
         "disks & rectangles": Case("disks_rects", "zero,smooth", check=Check(0.05, seed=80, count=16)),
         # white noise to 1/f, in the shipped model's training mixture; measured 0.022 (base model: 70 %)
         "rough random fields": Case("rough", "zero,smooth", check=Check(0.06, seed=82, count=16)),
+        # out of distribution, checks set from the shipped model's measured figures (README)
+        "line charges": Case("lines", "zero,smooth", check=Check(LINES, seed=83, count=16)),
+        "short waves (k 4-10)": Case("waves", "zero,smooth", check=Check(WAVES, seed=84, count=16)),
+        "single-node charges": Case("deltas", "zero,smooth", check=Check(DELTAS, seed=85, count=16)),
+        "checkerboards": Case("checkerboard", "zero,smooth", check=Check(CHECKER, seed=86, count=16)),
         # twice the training grid; measured 0.0017 on 4 samples at N = 128 (issue 5's target: 5 %)
         "finer grid": Case("blobs,grf", "zero,smooth", grid_factor=2, check=Check(0.02, seed=79, count=4)),
     },

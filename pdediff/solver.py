@@ -140,9 +140,10 @@ class Solver:
     def __init__(self, denoiser, config: Config, norm: Normalisation, card: dict | None = None,
                  device="cpu"):
         self.device = torch.device(device)
-        # channels-last convolutions: 1.2-1.5x the throughput of the default layout on the 2-core
-        # CPU (shipped U-Net, N = 64, batch 64, measured A/B under load)
-        self.denoiser = denoiser.to(self.device, memory_format=torch.channels_last).eval()
+        # channels-last convolutions: faster than the default layout on the 2-core CPU (shipped
+        # U-Net, N = 64, batch 64; python -m benchmarks.speed)
+        self.memory_format = torch.channels_last
+        self.denoiser = denoiser.to(self.device, memory_format=self.memory_format).eval()
         self.config = config
         self.norm = norm
         self.card = card or {}
@@ -427,12 +428,13 @@ class Solver:
             chunk = {k: torch.as_tensor(v[start:stop], dtype=self.dtype, device=self.device)
                      for k, v in net_batch.items()}
             cond, s = encode(self.problem, self.norm, chunk)
-            cond = cond.contiguous(memory_format=torch.channels_last)
+            cond = cond.contiguous(memory_format=self.memory_format)
             count_b = stop - start
             x = randn((count_b, 1, m, m), _generators(seed, start, count_b, 0), self.device, self.dtype) * sigmas[0]
-            x = x.contiguous(memory_format=torch.channels_last)
+            x = x.contiguous(memory_format=self.memory_format)
             gens = _generators(seed, start, count_b, 1)
-            with torch.no_grad():
+            # inference mode where no gradient is taken (residual guidance differentiates)
+            with torch.no_grad() if guidance > 0 else torch.inference_mode():
                 x, nfe = step(denoiser, x, sigmas, cond, generator=gens, **(sampler_options or {}))
             info.nfe = max(info.nfe, int(nfe))
             out[start:stop] = decode_solution(self.norm, x, s).double().cpu().numpy()

@@ -27,6 +27,9 @@ Families (amplitudes are chosen so that the sources have comparable peak values,
   wide, charges as in ``blobs``, dipole separation 3-6 nodes.
 * ``disks_rects`` (out of distribution): 1-4 indicator functions of disks (radius 0.05-0.2)
   or axis-aligned rectangles (half-sides 0.05-0.2), amplitudes +-U[1, 10].
+* ``lines``, ``waves``, ``checkerboard``, ``deltas`` (out of distribution): line charges one
+  node wide; sums of 1-3 sine modes with wavenumbers 4-10; checkerboards of blocks 2-8 nodes
+  wide, +-U[1, 10]; 1-4 charges on single nodes (q / h^2) or dipoles of such.
 
 Boundary families return g with zeros at the interior nodes:
 
@@ -322,6 +325,53 @@ class Waves(Family):
         return out
 
 
+@dataclass(frozen=True)
+class Checkerboard(Family):
+    """Checkerboards of square blocks 2-8 nodes wide, values +-A alternating, A ~ U[1, 10], at
+    a random offset (out of distribution: piecewise constant and as short-waved as a grid
+    allows)."""
+
+    name: ClassVar[str] = "checkerboard"
+    block_nodes: tuple[int, int] = (2, 8)
+    amplitude: tuple[float, float] = (1.0, 10.0)
+
+    def sample(self, grid, rngs):
+        i = np.arange(grid.n)
+        out = np.empty((len(rngs), grid.n, grid.n))
+        for b, rng in enumerate(rngs):
+            size = int(rng.integers(self.block_nodes[0], self.block_nodes[1] + 1))
+            di, dj = rng.integers(0, size, 2)
+            parity = ((i[:, None] + di) // size + (i[None, :] + dj) // size) % 2
+            out[b] = _signed(rng, self.amplitude) * (1.0 - 2.0 * parity)
+        return out
+
+
+@dataclass(frozen=True)
+class Deltas(Family):
+    """1-4 charges each on one node (density q / h^2), alone or as dipoles with the partner 1-3
+    nodes away along a grid axis, in [0.1, 0.9]^2 (out of distribution)."""
+
+    name: ClassVar[str] = "deltas"
+    count: tuple[int, int] = (1, 4)
+    centre: tuple[float, float] = (0.1, 0.9)
+    separation_nodes: tuple[int, int] = (1, 3)
+    charge: tuple[float, float] = (0.5, 2.0)
+    charge_scale: float = 0.05
+
+    def sample(self, grid, rngs):
+        out = np.zeros((len(rngs), grid.n, grid.n))
+        for b, rng in enumerate(rngs):
+            for _ in range(int(rng.integers(self.count[0], self.count[1] + 1))):
+                i, j = np.rint(_uniform(rng, self.centre, 2) / grid.h).astype(int)
+                q = _signed(rng, self.charge) * self.charge_scale / grid.h**2
+                out[b, i, j] += q
+                if rng.random() < 0.5:
+                    d = int(rng.integers(self.separation_nodes[0], self.separation_nodes[1] + 1))
+                    di, dj = [(d, 0), (0, d), (-d, 0), (0, -d)][int(rng.integers(4))]
+                    out[b, i + di, j + dj] -= q
+        return out
+
+
 # Training families for the operator's whole spectrum (configs/default64-spectrum.yaml). Each
 # is wider than the out-of-distribution test family nearest to it (``point_dipoles``, ``lines``,
 # ``waves``, ``disks_rects``), so that those stay unseen draws of a covered kind.
@@ -523,6 +573,8 @@ SOURCES: dict[str, Family] = {
     "disks_rects": DisksRects(),
     "lines": LineCharges(),
     "waves": Waves(),
+    "checkerboard": Checkerboard(),
+    "deltas": Deltas(),
     "plane_waves": PlaneWaves(),
     "point_charges": PointCharges(),
     "segments": Segments(),

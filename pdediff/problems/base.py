@@ -344,8 +344,8 @@ class Problem:
                 improved = self.estimate_step(improved, *fields, method=method)
             else:
                 k = np.flatnonzero(far)
-                improved[k] = self.estimate_step(improved[k], *(np.broadcast_to(f, improved.shape)[k] for f in fields),
-                                                 method=method)
+                picked = (None if f is None else np.broadcast_to(f, improved.shape)[k] for f in fields)
+                improved[k] = self.estimate_step(improved[k], *picked, method=method)
             estimate = _relative_change(solution, improved)
         return estimate, improved
 
