@@ -40,7 +40,7 @@ from pdediff.cases import cases_for, grid_options
 from pdediff.plotting import plot_rows
 
 RESULTS = Path(__file__).parent / "results"
-NFES = (2, 4, 8, 18, 35)
+NFES = (1, 2, 4, 8, 18, 35)
 
 
 def steps_for(sampler: str, nfe: int) -> int:

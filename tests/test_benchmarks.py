@@ -201,3 +201,22 @@ def test_evaluate_prints_the_error_of_a_split(tiny_dataset, tmp_path, capsys):
     with pytest.raises(SystemExit) as bad:
         evaluate_main(["--model", str(ckpt), "--data", str(tmp_path / "missing.h5")])
     assert bad.value.code == 2
+
+
+def test_speed_benchmark_times_old_and_new_side_by_side(tmp_path):
+    from benchmarks.speed import main as speed_main
+
+    out = tmp_path / "speed.md"
+    assert speed_main(["--samples", "2", "--rounds", "1", "--out", str(out)]) == 0
+    rows = {r[0][2:]: r[1:] for r in (line.split(" | ") for line in out.read_text().splitlines())
+            if r[0].startswith("| ") and "---" not in r[1]}
+    old = rows["old default: Euler 2 NFE, default layout, no estimate"]
+    assert old[1] == "1.00x"
+    new = rows["new default: 1 NFE, channels-last, batched V-cycle estimate"]
+    # the layout and the estimate change the cost, never the answer
+    assert new[2] == rows["1 NFE, channels-last"][2] == rows["1 NFE, default layout"][2]
+    assert old[2] == rows["2 NFE, channels-last"][2]
+    assert float(rows["network, inference_mode"][0]) > 0
+    with pytest.raises(SystemExit) as bad:
+        speed_main(["--samples", "0"])
+    assert bad.value.code == 2

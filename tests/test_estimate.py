@@ -47,20 +47,33 @@ def _cases(n=33, count=6, seed=0):
     }
 
 
+#: (smallest estimate / true, largest, error left after the step / before) that each method
+#: must keep: pyamg's AMG set up per sample, and the batched V-cycle step (on Darcy with the
+#: Laplacian's interpolations, weaker where the coefficient jumps by orders of magnitude)
+BOUNDS = {"amg": (0.8, 1.25, 0.2), "vcycle": (0.8, 1.25, 0.2), "darcy vcycle": (0.6, 1.25, 0.5), "fast": (0.8, 1.25, 0.2)}
+
+
 @pytest.mark.parametrize("case", list(_cases()))
 @pytest.mark.parametrize("size", [1e-1, 1e-4])
-def test_the_estimate_reads_the_true_error(case, size):
+@pytest.mark.parametrize("method", ["default", "amg"])
+def test_the_estimate_reads_the_true_error(case, size, method):
     problem, fields = _cases()[case]
+    if method == "amg" and "amg" not in problem.iterative_methods:
+        pytest.skip("no AMG method")
+    method = problem.estimate_method if method == "default" else method
+    if method == problem.estimate_method and method == "amg":
+        pytest.skip("the default is AMG: measured above")
+    low, high, left = BOUNDS[f"darcy {method}" if problem.name == "darcy" and method == "vcycle" else method]
     exact = problem.reference_solve(*fields)
     scale = np.sqrt(np.mean(exact**2, axis=(1, 2)))[:, None, None]
     u = exact + size * scale * _perturbations(exact.shape[-1], len(exact), 1)
     true = metrics.relative_l2(u, exact)
-    est, improved = problem.estimate_error(u, *fields)
+    est, improved = problem.estimate_error(u, *fields, method=method)
     ratio = est / true
-    assert np.all((ratio > 0.8) & (ratio < 1.25)), (case, ratio)  # never small when the error is large
-    assert np.all(metrics.relative_l2(improved, exact) < 0.2 * true)  # and the iteration helped
+    assert np.all((ratio > low) & (ratio < high)), (case, ratio)  # never small when the error is large
+    assert np.all(metrics.relative_l2(improved, exact) < left * true)  # and the iteration helped
     # the exact answer has a (round-off) estimate of zero
-    assert np.all(problem.estimate_error(exact, *fields)[0] < 1e-9)
+    assert np.all(problem.estimate_error(exact, *fields, method=method)[0] < 1e-9)
 
 
 def test_solve_estimates_warns_and_polishes_to_tol(solver):  # noqa: F811

@@ -27,7 +27,7 @@ import scipy.sparse.linalg as spla
 
 from pdediff.problems.base import (COEFFICIENT, DIRICHLET, SOURCE, FieldSpec, Problem, as_field, boundary_mask, check_finite,
                                    relative_norm)
-from pdediff.problems.poisson import _cg
+from pdediff.problems.poisson import _cg, laplacian_hierarchy
 
 
 def amg_preconditioner(matrix: sp.spmatrix, kind: str = "ruge_stuben"):
@@ -136,6 +136,9 @@ class Darcy(Problem):
     solution_fields = ("u",)
     linear = True  # u is linear in (f, g) for a fixed coefficient a
     iterative_methods = tuple(ITERATIVE)
+    # one CG step for the whole batch, V-cycle on the Laplacian's interpolations (estimate_step):
+    # no AMG set-up per sample
+    estimate_method = "vcycle"
     fast_solve = None  # no fast diagonalisation for a variable coefficient
 
     # ------------------------------------------------------------------ operator
@@ -279,6 +282,30 @@ class Darcy(Problem):
             out[k], iters[k] = _cg(mat, b[k], x0[k], maxiter, rtol, ITERATIVE[method](mat))
         u = self._assemble(out.reshape(a[..., 1:-1, 1:-1].shape), g)
         return u, iters.reshape(a.shape[:-2])
+
+    def estimate_step(self, solution, *fields, method: str) -> np.ndarray:
+        """``"vcycle"``: one conjugate-gradient step from ``solution`` for the whole batch at
+        once, preconditioned by a V-cycle on the block-diagonal operator of the batch whose
+        interpolations are those of the Laplacian's AMG on the same grid (Galerkin coarse
+        operators, no per-sample set-up; :mod:`pdediff.multigrid`). Other methods as
+        :meth:`Problem.estimate_step`."""
+        if method != "vcycle":
+            return super().estimate_step(solution, *fields, method=method)
+        from pdediff.multigrid import BatchedVCycle, pcg_step
+
+        a, f, g = self._inputs(*fields)
+        u0 = _like("solution", solution, a, "a")
+        n = a.shape[-1]
+        flat_a = a.reshape(-1, n, n)
+        count = len(flat_a)
+        block = sp.block_diag([self.operator(flat_a[k]) for k in range(count)], format="csr")
+        eye = sp.identity(count, format="csr")
+        cycle = BatchedVCycle.galerkin(block, [sp.kron(eye, lvl.P, format="csr")
+                                               for lvl in laplacian_hierarchy(n).levels[:-1]])
+        b = self.rhs(a, f, g).reshape(-1, 1)
+        x0 = u0[..., 1:-1, 1:-1].reshape(-1, 1)
+        x1 = pcg_step(block, cycle, b, x0, segments=count)
+        return self._assemble(x1.reshape(a[..., 1:-1, 1:-1].shape), g)
 
 
 def _check_iteration_limits(maxiter, rtol) -> None:

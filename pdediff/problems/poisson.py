@@ -62,13 +62,19 @@ def _amg_preconditioner(n: int):
 
 
 @functools.lru_cache(maxsize=8)
-def _batched_vcycle(n: int):
-    """The same hierarchy as :func:`_amg_preconditioner`, cycled on many samples at once."""
+def laplacian_hierarchy(n: int):
+    """pyamg's classical AMG hierarchy of the N-node interior Laplacian (cached per N)."""
     import pyamg
 
+    return pyamg.ruge_stuben_solver(_operator(n).tocsr())
+
+
+@functools.lru_cache(maxsize=8)
+def _batched_vcycle(n: int):
+    """The same hierarchy as :func:`_amg_preconditioner`, cycled on many samples at once."""
     from pdediff.multigrid import BatchedVCycle
 
-    return BatchedVCycle(pyamg.ruge_stuben_solver(_operator(n).tocsr()))
+    return BatchedVCycle(laplacian_hierarchy(n))
 
 
 #: The largest start ``phi0`` that :meth:`Poisson.iterative_solve` iterates from, as a multiple of
