@@ -106,27 +106,27 @@ class Case:
                 for name, (family, stream) in families.items()}
 
 
-# bounds of the out-of-distribution checks: the shipped model's measured mean with a margin
-LINES, WAVES, DELTAS, CHECKER = 0.05, 0.4, 0.5, 0.5
-
 #: Problem name -> its cases by name. The shipped model's checks are its measured figures
 #: (``python -m benchmarks`` and ``python -m benchmarks.families``; README) with a margin.
 CASES: dict[str, dict[str, Case]] = {
     DEFAULT_PROBLEM: {
-        # in distribution; measured 0.0066 on the check's 8 samples (issue 5's target: 1 %)
+        # the shipped model (default64-spectrum2) on each check's samples, 1 NFE; bounds with a margin
+        # in distribution; measured 0.0090 on the check's 8 samples (issue 5's target: 1 %)
         "test split": Case("blobs,grf", "zero,smooth", test_split=True, check=Check(0.02, seed=77, count=8)),
-        # measured 0.061 on 16 samples (base model without rough fields in training: 13 % over 128)
-        "point charges & dipoles": Case("point_dipoles", "zero,smooth", check=Check(0.10, seed=81, count=16)),
-        # measured 0.0091 (base model: 2.8 %)
-        "disks & rectangles": Case("disks_rects", "zero,smooth", check=Check(0.05, seed=80, count=16)),
-        # white noise to 1/f, in the shipped model's training mixture; measured 0.022 (base model: 70 %)
-        "rough random fields": Case("rough", "zero,smooth", check=Check(0.06, seed=82, count=16)),
-        # out of distribution, checks set from the shipped model's measured figures (README)
-        "line charges": Case("lines", "zero,smooth", check=Check(LINES, seed=83, count=16)),
-        "short waves (k 4-10)": Case("waves", "zero,smooth", check=Check(WAVES, seed=84, count=16)),
-        "single-node charges": Case("deltas", "zero,smooth", check=Check(DELTAS, seed=85, count=16)),
-        "checkerboards": Case("checkerboard", "zero,smooth", check=Check(CHECKER, seed=86, count=16)),
-        # twice the training grid; measured 0.0017 on 4 samples at N = 128 (issue 5's target: 5 %)
+        # Gaussians 1-2 nodes wide; measured 0.027 (the model before the spectrum fine-tuning: 0.061)
+        "point charges & dipoles": Case("point_dipoles", "zero,smooth", check=Check(0.06, seed=81, count=16)),
+        # measured 0.0094
+        "disks & rectangles": Case("disks_rects", "zero,smooth", check=Check(0.03, seed=80, count=16)),
+        # white noise to 1/f, in the training mixture; measured 0.0165
+        "rough random fields": Case("rough", "zero,smooth", check=Check(0.04, seed=82, count=16)),
+        # out of distribution (the nearest training families are wider): measured 0.016, 0.065,
+        # 0.11 and 0.45 (checkerboards of 2-node blocks are beyond what the network resolves; the
+        # error estimate flags them)
+        "line charges": Case("lines", "zero,smooth", check=Check(0.04, seed=83, count=16)),
+        "short waves (k 4-10)": Case("waves", "zero,smooth", check=Check(0.15, seed=84, count=16)),
+        "single-node charges": Case("deltas", "zero,smooth", check=Check(0.25, seed=85, count=16)),
+        "checkerboards": Case("checkerboard", "zero,smooth", check=Check(0.9, seed=86, count=16)),
+        # twice the training grid; measured 0.0048 on 4 samples at N = 128 (issue 5's target: 5 %)
         "finer grid": Case("blobs,grf", "zero,smooth", grid_factor=2, check=Check(0.02, seed=79, count=4)),
     },
 }

@@ -17,7 +17,8 @@ from pdediff.problems import DEFAULT_PROBLEM
 SHIPPED_CASES = CASES[DEFAULT_PROBLEM]  # the shipped model solves the default problem
 CHECKED = [name for name, case in SHIPPED_CASES.items() if case.check]
 POLISHED_REL_L2 = 1e-4  # issue 5's target; measured 1.4e-6 with 2 AMG-preconditioned CG iterations
-SEED_SPREAD = 1e-3  # issue 5's target; measured 1.2e-5 over 4 seeds
+SEED_SPREAD = 1e-3  # issue 5's target (2 NFE: measured 8e-6 over 2 seeds on 64 samples of the test law)
+SEED_SPREAD_1NFE = 2e-3  # the default, 1 NFE: measured 1.0e-3 over 2 seeds, below the error (6.3e-3)
 
 
 @pytest.fixture(scope="module")
@@ -41,18 +42,23 @@ def fresh(solver):
 
 def test_shipped_model_loads_with_its_card(solver):
     assert solver.grid_size == 64
-    # fine-tuned (15,000 pairs of blobs, grf, rough) from the base model trained on 20,000 pairs
+    # fine-tuned in two stages on 16,000 pairs of the spectrum mixture (configs/default64-spectrum*.yaml)
     assert solver.card["problem"] == "poisson" == solver.problem.name == DEFAULT_PROBLEM
-    assert solver.card["counts"]["train"] >= 15000
-    assert solver.card["source"] == "blobs,grf,rough"
-    assert "default64" in solver.config.train.init  # the base run (configs/default64.yaml)
+    assert solver.card["counts"]["train"] >= 16000
+    assert solver.card["source"] == "blobs,grf,rough,plane_waves,point_charges,segments,cells"
+    assert "default64-spectrum" in solver.config.train.init  # the first stage's checkpoint
+    assert solver.config.train.relative_floor == 0.1
     assert solver.config.model.network == "unet" and solver.config.model.sampler == "euler"
-    assert solver.config.model.precond == "x0"
+    assert solver.config.model.precond == "x0" and solver.config.model.steps == 1
+    # the model it replaced stays shipped under a name
+    smooth = pdediff.load_solver("poisson-smooth")
+    assert smooth.card["source"] == "blobs,grf,rough" and smooth.config.model.steps == 2
 
 
 def test_the_cases_are_those_the_readme_reports():
     assert list(SHIPPED_CASES) == ["test split", "point charges & dipoles", "disks & rectangles",
-                                   "rough random fields", "finer grid"]
+                                   "rough random fields", "line charges", "short waves (k 4-10)",
+                                   "single-node charges", "checkerboards", "finer grid"]
     assert SHIPPED_CASES["finer grid"].title("finer grid", 64) == "N = 128 (trained at 64)"
     assert CHECKED == list(SHIPPED_CASES)  # every case has a check
 
@@ -90,11 +96,12 @@ def test_polish_reaches_the_exact_solution_faster_than_from_zero(solver, fresh):
         assert np.mean(from_net) < np.mean(from_zero)
 
 
-def test_seeds_agree(solver, fresh):
+@pytest.mark.parametrize("steps, bound", [(None, SEED_SPREAD_1NFE), (2, SEED_SPREAD)])
+def test_seeds_agree(solver, fresh, steps, bound):
     rho, g = fresh
-    runs = np.stack([solver.solve(rho[:4], g[:4], seed=s) for s in range(4)])
+    runs = np.stack([solver.solve(rho[:4], g[:4], seed=s, steps=steps) for s in range(4)])
     spread = np.linalg.norm(runs - runs.mean(0), axis=(2, 3)).mean(0) / np.linalg.norm(runs.mean(0), axis=(1, 2))
-    assert np.mean(spread) < SEED_SPREAD
+    assert np.mean(spread) < bound
 
 
 def test_the_unet_refuses_other_grids_unless_resampled(solver):
@@ -117,10 +124,10 @@ def test_demo_solves_and_draws_every_case(tmp_path, capsys, record_plot_rows):
         if title:
             method, figures = line[32:56].strip(), [float(v) for v in line[56:].split()]
             table[title, method] = dict(zip(("rel_l2", "max_err", "boundary_err", "residual", "ms"), figures))
-    methods = ["SciPy spsolve", "SciPy LU, cached", "pdediff (2 NFE)", "pdediff + 2 AMG-CG", "2 AMG-CG from zero"]
+    methods = ["SciPy spsolve", "SciPy LU, cached", "pdediff (1 NFE)", "pdediff + 2 AMG-CG", "2 AMG-CG from zero"]
     assert sorted(table) == sorted((t, m) for t in titles for m in methods)
     for title in titles:
-        assert table[title, "SciPy spsolve"]["rel_l2"] == 0 and table[title, "pdediff (2 NFE)"]["boundary_err"] == 0
+        assert table[title, "SciPy spsolve"]["rel_l2"] == 0 and table[title, "pdediff (1 NFE)"]["boundary_err"] == 0
         # the network's start makes the 2 polishing iterations far more accurate than a zero start
         polished, from_zero = table[title, "pdediff + 2 AMG-CG"], table[title, "2 AMG-CG from zero"]
         assert polished["rel_l2"] < min(POLISHED_REL_L2, from_zero["rel_l2"] / 10)
@@ -130,7 +137,7 @@ def test_demo_solves_and_draws_every_case(tmp_path, capsys, record_plot_rows):
     for (title, rho, phi, ref), case in zip(rows, SHIPPED_CASES.values()):
         size = case.grid(64)
         assert rho.shape == phi.shape == ref.shape == (size, size) and np.ptp(rho) > 0 and np.ptp(ref) > 0
-        printed = table[title, "pdediff (2 NFE)"]["rel_l2"]
+        printed = table[title, "pdediff (1 NFE)"]["rel_l2"]
         assert float(metrics.relative_l2(phi, ref)[0]) == pytest.approx(printed, rel=6e-3)
 
 

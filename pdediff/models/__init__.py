@@ -13,6 +13,7 @@ FOLDER = Path(__file__).parent
 #: Model name -> checkpoint file in this folder.
 MODELS: dict[str, str] = {
     "poisson": "default.safetensors",
+    "poisson-smooth": "poisson-smooth.safetensors",
     "darcy": "darcy.safetensors",
     "darcy-broad": "darcy-broad.safetensors",
     "helmholtz": "helmholtz.safetensors",
