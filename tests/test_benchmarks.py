@@ -220,3 +220,14 @@ def test_speed_benchmark_times_old_and_new_side_by_side(tmp_path):
     with pytest.raises(SystemExit) as bad:
         speed_main(["--samples", "0"])
     assert bad.value.code == 2
+
+
+def test_fno64_benchmark_refuses_a_missing_checkpoint(tmp_path):
+    from benchmarks.fno64 import main as fno_main
+
+    with pytest.raises(SystemExit) as bad:
+        fno_main(["--fno", str(tmp_path / "missing.safetensors"), "--models", ""])
+    assert bad.value.code == 2
+    with pytest.raises(SystemExit) as bad:
+        fno_main(["--fno", "poisson", "--samples", "2"])
+    assert bad.value.code == 2
