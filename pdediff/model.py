@@ -107,7 +107,9 @@ def load_denoiser(path, weights: str = "ema") -> LoadedModel:
     if not state:
         raise ValueError(f"checkpoint={str(path)!r} holds no model weights")
     try:
-        denoiser.load_state_dict({k: v.float() for k, v in state.items()})
+        # complex tensors (the FNO's spectral weights) stay complex: .float() would drop their
+        # imaginary part
+        denoiser.load_state_dict({k: v.to(torch.complex64) if v.is_complex() else v.float() for k, v in state.items()})
     except RuntimeError as exc:
         raise ValueError(f"checkpoint={str(path)!r} does not match its config: {exc}") from None
     return LoadedModel(denoiser.eval(), config, norm, card, problem)
