@@ -362,13 +362,13 @@ class Deltas(Family):
         out = np.zeros((len(rngs), grid.n, grid.n))
         for b, rng in enumerate(rngs):
             for _ in range(int(rng.integers(self.count[0], self.count[1] + 1))):
-                i, j = np.rint(_uniform(rng, self.centre, 2) / grid.h).astype(int)
+                i, j = np.clip(np.rint(_uniform(rng, self.centre, 2) / grid.h).astype(int), 1, grid.n - 2)
                 q = _signed(rng, self.charge) * self.charge_scale / grid.h**2
                 out[b, i, j] += q
-                if rng.random() < 0.5:
+                if rng.random() < 0.5:  # the partner stays inside (on a coarse grid, nearer)
                     d = int(rng.integers(self.separation_nodes[0], self.separation_nodes[1] + 1))
                     di, dj = [(d, 0), (0, d), (-d, 0), (0, -d)][int(rng.integers(4))]
-                    out[b, i + di, j + dj] -= q
+                    out[b, np.clip(i + di, 1, grid.n - 2), np.clip(j + dj, 1, grid.n - 2)] -= q
         return out
 
 

@@ -58,6 +58,7 @@ def test_benchmark_writes_tables_netcdf_and_figures(tiny_dataset, tmp_path, reco
     # sample, the model's answer and the reference on the case's grid
     cases = list(dict.fromkeys(r["case"] for r in results["accuracy"]))
     assert cases == ["test split", "point charges & dipoles", "disks & rectangles", "rough random fields",
+                     "line charges", "short waves (k 4-10)", "single-node charges", "checkerboards",
                      "N = 34 (trained at 17)"]
     png_pixels(out / "error_vs_nfe.png", round(420 * len(cases)), 360)
     png_pixels(out / "time_vs_n.png", 550, 400)
@@ -96,7 +97,9 @@ def test_families_compares_models_case_by_case(tiny_dataset, tmp_path):
                           "--samples", "2", "--out", str(out)]) == 0
     rows = [line for line in out.read_text().splitlines() if line.startswith("| ") and "---" not in line]
     assert [r.split(" | ")[0] for r in rows[1:]] == ["| test split", "| point charges & dipoles", "| disks & rectangles",
-                                                     "| rough random fields", "| N = 34 (trained at 17)"]
+                                                     "| rough random fields", "| line charges",
+                                                     "| short waves (k 4-10)", "| single-node charges",
+                                                     "| checkerboards", "| N = 34 (trained at 17)"]
     # the same model twice gives the same cells
     cells = rows[1].split(" | ")
     assert cells[2] == cells[3].rstrip(" |")
