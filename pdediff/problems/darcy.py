@@ -138,8 +138,9 @@ class Darcy(Problem):
     iterative_methods = tuple(ITERATIVE)
     # the estimate: one AMG-CG iteration per sample (AMG set up per sample; read 0.87-1.01 of the
     # true error). "vcycle" (estimate_step: one CG step for the whole batch, a V-cycle on the
-    # Laplacian's interpolations, no per-sample set-up) read 0.67-1.09 under coefficient jumps;
-    # its cost against the AMG set-up is not yet measured on an unloaded CPU
+    # Laplacian's interpolations, no per-sample set-up) read 0.67-1.09 under coefficient jumps,
+    # but rebuilds its block hierarchy at every step: 16-70 % of the network on answers far off
+    # (python -m benchmarks.tolerance --model darcy --count 16), so it is not the default
     estimate_method = "amg"
     fast_solve = None  # no fast diagonalisation for a variable coefficient
 

@@ -54,19 +54,18 @@ def _dst_eigenvalues(n: int) -> np.ndarray:
 
 
 @functools.lru_cache(maxsize=8)
-def _amg_preconditioner(n: int):
-    """One V-cycle of classical (Ruge-Stueben) AMG on the N-node interior operator."""
-    import pyamg
-
-    return pyamg.ruge_stuben_solver(_operator(n).tocsr()).aspreconditioner(cycle="V")
-
-
-@functools.lru_cache(maxsize=8)
 def laplacian_hierarchy(n: int):
-    """pyamg's classical AMG hierarchy of the N-node interior Laplacian (cached per N)."""
+    """pyamg's classical (Ruge-Stueben) AMG hierarchy of the N-node interior Laplacian (cached
+    per N); its finest level's ``A`` is the operator in CSR form."""
     import pyamg
 
     return pyamg.ruge_stuben_solver(_operator(n).tocsr())
+
+
+@functools.lru_cache(maxsize=8)
+def _amg_preconditioner(n: int):
+    """One V-cycle of :func:`laplacian_hierarchy` (pyamg's Gauss-Seidel cycle, one vector)."""
+    return laplacian_hierarchy(n).aspreconditioner(cycle="V")
 
 
 @functools.lru_cache(maxsize=8)
@@ -105,9 +104,9 @@ class Poisson(Problem):
     linear = True
     iterative_methods = tuple(ITERATIVE)
     # one conjugate-gradient step preconditioned by a weighted-Jacobi V-cycle on the whole batch
-    # (pdediff.multigrid): on 8 source families it read 0.93-1.02 of the true error (pyamg's
-    # Gauss-Seidel cycle, "amg": 0.97-0.99) at a fifth to a tenth of the cost (0.2-0.7 ms a sample
-    # against 1.5-3.8 ms, batch 32)
+    # (pdediff.multigrid): on 8 source families it read 0.90-1.03 of the true error
+    # (python -m benchmarks.tolerance; pyamg's Gauss-Seidel cycle, "amg": 0.97-0.99), and its
+    # cost is within the timing noise of the network where "amg" took 17 % (benchmarks.speed)
     estimate_method = "vcycle"
 
     # ------------------------------------------------------------------ operator
@@ -296,7 +295,7 @@ class Poisson(Problem):
         if not np.all(np.isfinite(u0)):
             raise ValueError("solution is not finite after scaling by its sample's rho and g; expected a finite "
                              "solution of the size of the exact one")
-        u1 = pcg_step(_operator(n).tocsr(), _batched_vcycle(n), b, u0)
+        u1 = pcg_step(laplacian_hierarchy(n).levels[0].A, _batched_vcycle(n), b, u0)
         return self._assemble(u1.T.reshape(rho[..., 1:-1, 1:-1].shape) * m, g)
 
 
