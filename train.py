@@ -19,6 +19,9 @@ def main(argv=None) -> int:
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.safetensors")
     p.add_argument("--overwrite", action="store_true", help="start afresh even if OUT has a checkpoint")
     p.add_argument("--steps", type=int, help="override train.steps")
+    p.add_argument("--seconds", type=float, metavar="S",
+                   help="a wall-clock budget: time the first steps, then set train.steps to what fits in S "
+                        "seconds (for a lease on a machine of unknown speed); not with --resume")
     p.add_argument("--export", metavar="FILE", help="after training, write EMA weights only to FILE")
     p.add_argument("--half", action="store_true", help="store exported weights as float16")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -31,6 +34,10 @@ def main(argv=None) -> int:
             config.train.steps = args.steps
         if args.resume and args.overwrite:
             raise ValueError("--resume and --overwrite contradict each other; pass one")
+        if args.seconds is not None and not 0 < args.seconds < float("inf"):
+            raise ValueError(f"--seconds={args.seconds}; expected a number of seconds > 0")
+        if args.seconds is not None and args.resume:
+            raise ValueError("--seconds sets the schedule of a new run; expected it without --resume")
         if args.half and not args.export:
             raise ValueError("--half applies to --export; pass --export FILE as well")
         config.validate()
@@ -48,6 +55,8 @@ def main(argv=None) -> int:
         trainer = Trainer(config, out, resume=args.resume, progress=not args.no_progress)
         if args.overwrite and trainer.rank == 0:
             ckpt.unlink(missing_ok=True)  # only now that the new run is known to start
+        if args.seconds is not None:
+            trainer.fit_steps_to(args.seconds)
         path = trainer.run()
         if trainer.rank == 0:
             print(f"checkpoint: {path}")

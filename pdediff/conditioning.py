@@ -12,13 +12,13 @@ coefficients, ``solve(c a, f, g) = solve(a, f / c, g)``); all-zero sources and d
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import torch
 
 from pdediff.problems import Problem
-from pdediff.problems.base import COEFFICIENT, DIRICHLET, boundary_mask
+from pdediff.problems.base import COEFFICIENT, DIRICHLET, SOURCE, boundary_mask
 
 MASK = "mask"
 
@@ -37,6 +37,8 @@ class Normalisation:
     field_rms: dict[str, float]
     solution_rms: float
     sigma_data: float
+    #: joint models: the shift of each coefficient field's logarithm (its training mean)
+    offsets: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -65,9 +67,15 @@ class Normalisation:
                 raise ValueError(f"normalisation.{key}={value!r} is invalid; expected a finite number > 0")
             return float(value)
 
+        offsets = d.get("offsets") or {}
+        if not isinstance(offsets, dict) or not all(
+                isinstance(k, str) and isinstance(v, (int, float)) and not isinstance(v, bool) and abs(v) < np.inf
+                for k, v in offsets.items()):
+            raise ValueError(f"normalisation.offsets={offsets!r} is invalid; expected a mapping from field names "
+                             "to finite numbers")
         return cls(field_rms={k: scale(f"field_rms.{k}", v) for k, v in rms.items()},
                    solution_rms=scale("solution_rms", d["solution_rms"]),
-                   sigma_data=scale("sigma_data", d["sigma_data"]))
+                   sigma_data=scale("sigma_data", d["sigma_data"]), offsets={k: float(v) for k, v in offsets.items()})
 
     def validate(self, problem: Problem) -> "Normalisation":
         """Check that every condition field of ``problem`` has a scale in ``field_rms``.
@@ -240,3 +248,129 @@ def fit_normalisation(problem: Problem, arrays: dict[str, np.ndarray]) -> Normal
     x = t[problem.solution_field][s != 0] / s[s != 0][:, None, None]
     rms = float(x.pow(2).mean().sqrt()) or 1.0
     return Normalisation(field_rms, rms, float((x / rms).std()))
+
+
+# ---------------------------------------------------------------------------- joint models
+#
+# A joint model generates several of a problem's fields at once (e.g. rho and phi), as the
+# channels of x; the other condition fields (Dirichlet data, a known source) stay conditions.
+# Any joint field may be unobserved, so nothing is divided by a per-sample scale: each field has
+# one scale (and coefficients one offset of their logarithm) fitted on the training data.
+
+
+def check_joint(problem: Problem, joint) -> tuple[str, ...]:
+    """The joint fields of a model, checked against ``problem``.
+
+    Raises:
+        ValueError: naming ``model.joint`` when a name is not a field of the problem, is
+            Dirichlet data (known on the ring, a condition), or the solution is missing.
+    """
+    joint = tuple(joint)
+    known = (*problem.condition_fields, *problem.solution_fields)
+    bad = [k for k in joint if k not in known]
+    if bad:
+        raise ValueError(f"model.joint={list(joint)!r} names {bad}, not fields of problem {problem.name!r}; "
+                         f"expected some of {list(known)}")
+    if problem.solution_field not in joint:
+        raise ValueError(f"model.joint={list(joint)!r} lacks the solution field {problem.solution_field!r}; "
+                         "expected it among the joint fields")
+    ring = [k for k in joint if k in problem.condition_fields and problem.field(k).role == DIRICHLET]
+    if ring:
+        raise ValueError(f"model.joint={list(joint)!r} names Dirichlet data {ring}; expected them as conditions "
+                         "(their values on the ring are imposed exactly)")
+    return joint
+
+
+def joint_conditions(problem: Problem, joint) -> list[str]:
+    """The condition fields of a joint model: the problem's fields outside ``joint``."""
+    return [k for k in problem.condition_fields if k not in joint]
+
+
+def joint_channel_names(problem: Problem, joint) -> list[str]:
+    """Names of a joint model's condition channels, in order."""
+    names = joint_conditions(problem, joint)
+    if problem.dirichlet_field is not None:
+        names.append(MASK)
+    return names
+
+
+def _role(problem: Problem, name: str) -> str | None:
+    return None if name in problem.solution_fields else problem.field(name).role
+
+
+def _joint_support(problem: Problem, name: str, n: int, device) -> torch.Tensor:
+    if name in problem.solution_fields:
+        return torch.ones((n, n), dtype=torch.bool, device=device)
+    return _support(problem, name, n, device)
+
+
+def _joint_unit(problem: Problem, norm: Normalisation, name: str) -> float:
+    # Dirichlet data share the solution's units, so the denoiser can copy them onto the ring
+    if name == problem.dirichlet_field or name in problem.solution_fields:
+        return norm.solution_rms
+    return norm.field_rms[name]
+
+
+def joint_encode_field(problem: Problem, norm: Normalisation, name: str, f: torch.Tensor) -> torch.Tensor:
+    """One field (B, N, N) in a joint model's units: coefficients as (log a - offset) / scale,
+    the others zeroed where they do not act and divided by their scale."""
+    if _role(problem, name) == COEFFICIENT:
+        return (f.log() - norm.offsets.get(name, 0.0)) / norm.field_rms[name]
+    support = _joint_support(problem, name, f.shape[-1], f.device)
+    return torch.where(support, f, torch.zeros_like(f)) / _joint_unit(problem, norm, name)
+
+
+def joint_decode_field(problem: Problem, norm: Normalisation, name: str, x: torch.Tensor) -> torch.Tensor:
+    """Inverse of :func:`joint_encode_field`."""
+    if _role(problem, name) == COEFFICIENT:
+        return (x * norm.field_rms[name] + norm.offsets.get(name, 0.0)).exp()
+    return x * _joint_unit(problem, norm, name)
+
+
+def joint_encode(problem: Problem, norm: Normalisation, joint, fields: dict[str, torch.Tensor]):
+    """A joint model's data ``x0`` (B, len(joint), N, N) and condition channels (B, C, N, N); a
+    field of ``joint`` missing from ``fields`` gives x0 = None (only the condition is encoded)."""
+    x0 = None
+    if all(k in fields for k in joint):
+        x0 = torch.stack([joint_encode_field(problem, norm, k, fields[k]) for k in joint], dim=1)
+    ref = fields[next(iter(fields))]
+    n = ref.shape[-1]
+    channels = [joint_encode_field(problem, norm, k, fields[k]) for k in joint_conditions(problem, joint)]
+    if problem.dirichlet_field is not None:
+        ring = torch.tensor(boundary_mask(n), device=ref.device, dtype=ref.dtype)
+        channels.append(ring.expand(ref.shape[0], n, n))
+    cond = torch.stack(channels, dim=1) if channels else None
+    return x0, cond
+
+
+def joint_ring_channels(problem: Problem, joint) -> tuple[int | None, tuple[int, ...]]:
+    """x channels whose ring values are fixed: (the solution's channel, which carries the
+    Dirichlet data, or None without them; the channels of sources, zero on the ring)."""
+    if problem.dirichlet_field is None:
+        return None, ()
+    sources = tuple(i for i, k in enumerate(joint) if _role(problem, k) == SOURCE)
+    return joint.index(problem.solution_field), sources
+
+
+def fit_joint_normalisation(problem: Problem, joint, arrays: dict[str, np.ndarray]) -> Normalisation:
+    """Per-field scales (and log offsets of coefficients) of a joint model, from training arrays;
+    sigma_data is the standard deviation of the encoded joint fields."""
+    t = {k: torch.as_tensor(np.asarray(v), dtype=torch.float64) for k, v in arrays.items()}
+    rms, offsets = {}, {}
+    for name in [*joint, *joint_conditions(problem, joint)]:
+        f = t[name]
+        if _role(problem, name) == COEFFICIENT:
+            logs = f.log()
+            offsets[name] = float(logs.mean())
+            rms[name] = float((logs - offsets[name]).pow(2).mean().sqrt()) or 1.0
+        elif name != problem.dirichlet_field:
+            ms = _mean_square(problem, name, f) if name not in problem.solution_fields else f.pow(2).mean(dim=(-2, -1))
+            nz = ms[ms > 0]
+            rms[name] = float(nz.mean().sqrt()) if nz.numel() else 1.0
+    solution_rms = rms.pop(problem.solution_field)
+    if problem.dirichlet_field is not None:
+        rms[problem.dirichlet_field] = solution_rms
+    norm = Normalisation(rms, solution_rms, 1.0, offsets)
+    x0, _ = joint_encode(problem, norm, joint, t)
+    norm.sigma_data = float(x0.std()) or 1.0
+    return norm

@@ -86,6 +86,10 @@ class ModelConfig:
     precond: str = "edm"  # a key of pdediff.denoiser.PRECONDITIONINGS ("edm", "x0")
     sampler: str = "heun"  # the solver's default sampler and noise levels for this model
     steps: int = 10
+    # a joint model: the fields it generates together, as channels (e.g. [rho, phi]: condition
+    # and solution fields of the problem; the others stay conditions). Empty: a forward model
+    # of the solution given every condition field
+    joint: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -183,6 +187,8 @@ class Config:
             raise ValueError(f"train.ema_decay={t.ema_decay!r} is invalid; expected 0 <= decay < 1")
         if m.precond not in ("edm", "x0"):  # pdediff.denoiser.PRECONDITIONINGS (kept import-free here)
             raise ValueError(f"model.precond={m.precond!r} is invalid; expected 'edm' or 'x0'")
+        if len(set(m.joint)) != len(m.joint):
+            raise ValueError(f"model.joint={m.joint!r} names a field twice; expected distinct field names")
         if t.relative_floor > 0 and t.loss != "edm":
             raise ValueError(f"train.relative_floor={t.relative_floor!r} needs train.loss='edm' (got {t.loss!r})")
         if t.lr_decay not in ("cosine", "constant"):

@@ -54,6 +54,10 @@ class Denoiser(nn.Module):
             denoised field equals ``g`` on the ring exactly and the network only has to learn
             the interior.
         precond: a key of :data:`PRECONDITIONINGS`.
+        solution_channel: the channel of ``x`` that the Dirichlet data are imposed on (a joint
+            model denoises several fields as channels; a forward model has one).
+        interior_channels: channels of ``x`` set to zero on the ring (sources of a joint model,
+            which act at interior nodes only).
 
     Raises:
         ValueError: if only one of ``dirichlet_channel`` and ``mask_channel`` is given,
@@ -61,7 +65,8 @@ class Denoiser(nn.Module):
     """
 
     def __init__(self, net: nn.Module, sigma_data: float = 0.5, dirichlet_channel: int | None = None,
-                 mask_channel: int | None = None, precond: str = "edm"):
+                 mask_channel: int | None = None, precond: str = "edm", solution_channel: int = 0,
+                 interior_channels: tuple[int, ...] = ()):
         super().__init__()
         if precond not in PRECONDITIONINGS:
             raise ValueError(f"precond={precond!r} is unknown; expected one of {sorted(PRECONDITIONINGS)}")
@@ -77,6 +82,8 @@ class Denoiser(nn.Module):
         self.register_buffer("sigma_data", torch.tensor(float(sigma_data)))
         self.dirichlet_channel = dirichlet_channel
         self.mask_channel = mask_channel
+        self.solution_channel = int(solution_channel)
+        self.interior_channels = tuple(int(c) for c in interior_channels)
 
     def _sigma(self, sigma, x: torch.Tensor) -> torch.Tensor:
         """Return sigma as a (B,) tensor in x's dtype and device (broadcasting a scalar)."""
@@ -102,12 +109,12 @@ class Denoiser(nn.Module):
         """Denoise ``x``: the model's estimate of E[phi | x, sigma, cond] (EDM eq. 7).
 
         Args:
-            x: (B, 1, H, W) noisy field.
+            x: (B, C, H, W) noisy fields (C = 1 for a forward model).
             sigma: (B,) noise levels, or a scalar shared by the batch; must be > 0.
             cond: (B, C, H, W) condition channels passed to the network.
 
         Returns:
-            (B, 1, H, W) denoised field D.
+            (B, C, H, W) denoised fields D.
         """
         sigma = self._sigma(sigma, x)
         c_skip, c_out, c_in, c_noise = self.preconditioning(sigma)
@@ -119,7 +126,15 @@ class Denoiser(nn.Module):
             mask = cond[:, self.mask_channel : self.mask_channel + 1].to(x.dtype)
             g = cond[:, self.dirichlet_channel : self.dirichlet_channel + 1].to(x.dtype)
             # Exact on a {0, 1} mask: 1 * g + 0 * d == g bit for bit (d finite).
-            d = mask * g + (1 - mask) * d
+            if d.shape[1] == 1:
+                d = mask * g + (1 - mask) * d
+            else:
+                parts = list(d.split(1, dim=1))
+                k = self.solution_channel
+                parts[k] = mask * g + (1 - mask) * parts[k]
+                for c in self.interior_channels:
+                    parts[c] = (1 - mask) * parts[c]
+                d = torch.cat(parts, dim=1)
         return d
 
     def score(self, x: torch.Tensor, sigma, cond: torch.Tensor | None = None) -> torch.Tensor:

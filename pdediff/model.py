@@ -7,7 +7,8 @@ from dataclasses import dataclass
 import torch
 
 from pdediff.checkpoint import group, load_checkpoint
-from pdediff.conditioning import Normalisation, channel_names, dirichlet_channels
+from pdediff.conditioning import (Normalisation, channel_names, check_joint, dirichlet_channels, joint_channel_names,
+                                  joint_ring_channels)
 from pdediff.config import Config, check_network_kwargs
 from pdediff.denoiser import Denoiser
 from pdediff.networks import build_network
@@ -36,7 +37,7 @@ def check_network(config: Config, problem: Problem) -> torch.nn.Module:
     check_network_kwargs(m.network_kwargs)
     with torch.device("meta"):
         try:
-            net = build_network(m.network, cond_channels=len(channel_names(problem)), **m.network_kwargs)
+            net = build_network(m.network, **network_channels(config, problem), **m.network_kwargs)
         except (ValueError, TypeError, RuntimeError) as exc:
             raise ValueError(f"model.network={m.network!r} with model.network_kwargs={m.network_kwargs!r} "
                              f"cannot be built: {exc}") from None
@@ -50,15 +51,31 @@ def check_network(config: Config, problem: Problem) -> torch.nn.Module:
 def build_denoiser(config: Config, problem: Problem, norm: Normalisation) -> Denoiser:
     """The network named in ``config`` wrapped in its preconditioning (``model.precond``) with hard Dirichlet data."""
     check_network_kwargs(config.model.network_kwargs)  # cheap: no size that cannot be allocated
-    net = build_network(
-        config.model.network,
-        cond_channels=len(channel_names(problem)),
-        **config.model.network_kwargs,
-    )
+    net = build_network(config.model.network, **network_channels(config, problem), **config.model.network_kwargs)
     sigma_data = config.model.sigma_data if config.model.sigma_data is not None else norm.sigma_data
-    dirichlet, mask = dirichlet_channels(problem)
-    return Denoiser(net, sigma_data=float(sigma_data), dirichlet_channel=dirichlet, mask_channel=mask,
-                    precond=config.model.precond)
+    joint = config.model.joint
+    if not joint:
+        dirichlet, mask = dirichlet_channels(problem)
+        return Denoiser(net, sigma_data=float(sigma_data), dirichlet_channel=dirichlet, mask_channel=mask,
+                        precond=config.model.precond)
+    names = joint_channel_names(problem, joint)
+    solution, sources = joint_ring_channels(problem, tuple(joint))
+    ring = problem.dirichlet_field is not None
+    return Denoiser(net, sigma_data=float(sigma_data), precond=config.model.precond,
+                    dirichlet_channel=names.index(problem.dirichlet_field) if ring else None,
+                    mask_channel=names.index("mask") if ring else None,
+                    solution_channel=solution or 0, interior_channels=sources)
+
+
+def network_channels(config: Config, problem: Problem) -> dict:
+    """``channels`` and ``cond_channels`` of the network of ``config`` on ``problem``: one
+    channel and every condition field for a forward model; the joint fields and the others for
+    a joint model (``model.joint``, checked here)."""
+    joint = config.model.joint
+    if not joint:
+        return {"cond_channels": len(channel_names(problem))}
+    joint = check_joint(problem, joint)
+    return {"channels": len(joint), "cond_channels": len(joint_channel_names(problem, joint))}
 
 
 @dataclass

@@ -23,7 +23,8 @@ import torch.distributed as dist
 from pdediff import __version__, metrics
 from pdediff.atomic import write_text
 from pdediff.checkpoint import group, load_checkpoint, prefixed, read_metadata, save_checkpoint
-from pdediff.conditioning import Normalisation, encode, encode_solution, fit_normalisation
+from pdediff.conditioning import (Normalisation, encode, encode_solution, fit_joint_normalisation, fit_normalisation,
+                                  joint_encode)
 from pdediff.config import Config
 from pdediff.data import ShardReader, load_arrays, read_card
 from pdediff.losses import LOSSES
@@ -393,13 +394,17 @@ class Trainer:
             self.norm = init[1]
         else:
             stats = load_arrays(config.data.train, limit=config.data.stats_samples)
-            self.norm = fit_normalisation(self.problem, stats)
+            self.norm = (fit_joint_normalisation(self.problem, config.model.joint, stats) if config.model.joint
+                         else fit_normalisation(self.problem, stats))
 
         # this rank's share of the training data, held in memory
         self.data = load_arrays(config.data.train, limit=config.data.max_train_samples,
                                 rank=self.rank, world=self.world)
         self.fields = [*self.problem.condition_fields, self.problem.solution_field]
         self.data = {k: torch.as_tensor(self.data[k], dtype=torch.float32) for k in self.fields}
+        if self.device.type == "cuda":  # held on the GPU: no host-to-device copy per step
+            self.data = {k: v.to(self.device) for k, v in self.data.items()}
+            torch.backends.cudnn.benchmark = True
         self.count = len(self.data[self.fields[0]])
 
         torch.manual_seed(config.train.seed)  # identical initial weights on every rank
@@ -508,7 +513,10 @@ class Trainer:
     # ------------------------------------------------------------------ loop
     def _batch(self):
         idx = torch.randint(self.count, (self.config.train.batch_size,), generator=self.index_gen)
+        idx = idx.to(self.data[self.fields[0]].device)
         fields = {k: v[idx].to(self.device) for k, v in self.data.items()}
+        if self.config.model.joint:
+            return joint_encode(self.problem, self.norm, self.config.model.joint, fields)
         cond, s = encode(self.problem, self.norm, fields)
         x0 = encode_solution(self.norm, fields[self.problem.solution_field], s)
         return x0, cond
@@ -517,8 +525,7 @@ class Trainer:
     def _update_ema(self) -> None:
         # warm-up of the average (as in EDM's ema_rampup): early weights are forgotten quickly
         decay = min(self.config.train.ema_decay, (1.0 + self.step) / (10.0 + self.step))
-        for e, p in zip(self.ema.parameters(), self.model.parameters()):
-            e.lerp_(p.detach(), 1.0 - decay)
+        torch._foreach_lerp_(list(self.ema.parameters()), [p.detach() for p in self.model.parameters()], 1.0 - decay)
         for e, b in zip(self.ema.buffers(), self.model.buffers()):
             e.copy_(b)
 
@@ -526,12 +533,48 @@ class Trainer:
         """Relative L2 and boundary error of the EMA model on the validation split (PF-ODE, Heun)."""
         t = self.config.train
         arrays = load_arrays(self.config.data.valid, limit=t.valid_samples, split="valid")
+        if self.config.model.joint:
+            return self._validate_joint(arrays)
         solver = Solver(self.ema, self.config, self.norm, self.card, device=self.device)
         names = self.problem.condition_fields
         phi = solver.solve(*(arrays[k] for k in names), steps=t.valid_steps, batch_size=64)
         rep = metrics.report(self.problem, phi, arrays, arrays[self.problem.solution_field])
         return {"valid_rel_l2": float(np.mean(rep["rel_l2"])), "valid_rel_l2_median": float(np.median(rep["rel_l2"])),
                 **({"valid_boundary_err": float(np.max(rep["boundary_err"]))} if "boundary_err" in rep else {})}
+
+    @torch.no_grad()
+    def _validate_joint(self, arrays: dict) -> dict:
+        """A joint model's denoising loss on the validation split at fixed noise levels (its
+        reconstructions need observations; :mod:`benchmarks.observe` measures those)."""
+        fields = {k: torch.as_tensor(arrays[k], dtype=torch.float32, device=self.device) for k in self.fields}
+        x0, cond = joint_encode(self.problem, self.norm, self.config.model.joint, fields)
+        gen = torch.Generator(device=self.device).manual_seed(0)
+        out = {}
+        for sigma in (0.05, 0.5, 5.0):
+            noise = torch.randn(x0.shape, generator=gen, device=self.device) * sigma
+            d = self.ema(x0 + noise, torch.full((len(x0),), sigma, device=self.device), cond)
+            out[f"valid_rel_l2_sigma{sigma:g}"] = float(((d - x0).norm() / x0.norm()).cpu())
+        return out
+
+    def fit_steps_to(self, seconds: float, probe: int = 60) -> int:
+        """Set ``train.steps`` to what fits in ``seconds`` of wall time from now: train ``probe``
+        steps (inside the warm-up, whose learning rate does not depend on the total), time the
+        last half of them, and keep 3 % of the budget for checkpoints. Returns the new total."""
+        t0 = time.perf_counter()
+        t = self.config.train
+        t.steps = max(t.steps, 2 * probe)
+        every = t.checkpoint_every
+        t.checkpoint_every = 10**9  # no checkpoint inside the probe
+        self.run(until=probe // 2)
+        t1 = time.perf_counter()
+        self.run(until=probe)
+        per_step = (time.perf_counter() - t1) / (probe - probe // 2)
+        left = 0.97 * seconds - (time.perf_counter() - t0)
+        t.steps = max(probe + 1, probe + int(left / per_step))
+        t.checkpoint_every = every
+        if self.rank == 0:
+            print(f"{per_step * 1e3:.1f} ms a step: train.steps = {t.steps} to fit {seconds:g} s", flush=True)
+        return t.steps
 
     def run(self, until: int | None = None) -> Path:
         """Train to ``config.train.steps`` (or stop early at step ``until``, checkpointing there,

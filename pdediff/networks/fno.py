@@ -24,7 +24,6 @@ import math
 
 import torch
 import torch.nn.functional as F
-from neuralop.layers.spectral_convolution import SpectralConv
 from torch import nn
 
 from pdediff.networks.layers import EMBEDDINGS, FiLM, NoiseEmbedding, group_norm, network_input, zero_init
@@ -40,6 +39,9 @@ class FourierBlock(nn.Module):
 
     def __init__(self, channels: int, n_modes: tuple[int, int], emb_channels: int, mlp_ratio: float = 2.0):
         super().__init__()
+        # imported here: neuraloperator (and what it pulls in) loads only when an FNO is built
+        from neuralop.layers.spectral_convolution import SpectralConv
+
         self.spectral = SpectralConv(channels, channels, n_modes)
         self.pointwise = nn.Conv2d(channels, channels, 1)
         self.norm = group_norm(channels)
@@ -87,9 +89,12 @@ class FNOScore(nn.Module):
         embed: str = "fourier",
         domain_padding: float = 0.125,
         add_coords: bool = True,
+        channels: int = 1,
     ):
         super().__init__()
         n_modes = tuple(int(m) for m in n_modes)
+        if not isinstance(channels, int) or isinstance(channels, bool) or channels < 1:
+            raise ValueError(f"channels={channels!r} must be an integer >= 1 (the fields the network denoises)")
         if cond_channels < 0:
             raise ValueError(f"cond_channels={cond_channels} must be >= 0")
         if len(n_modes) != 2 or min(n_modes) < 1:
@@ -104,15 +109,16 @@ class FNOScore(nn.Module):
         # Plain JSON-able record of the constructor arguments, for configs and checkpoints.
         self.config = dict(
             cond_channels=cond_channels, hidden_channels=hidden_channels, n_modes=list(n_modes),
-            n_layers=n_layers, embed=embed, domain_padding=domain_padding, add_coords=add_coords,
+            n_layers=n_layers, embed=embed, domain_padding=domain_padding, add_coords=add_coords, channels=channels,
         )
         self.cond_channels = cond_channels
+        self.channels = channels
         self.add_coords = add_coords
         self.domain_padding = float(domain_padding)
         emb_channels = 4 * hidden_channels
 
         self.embedding = NoiseEmbedding(hidden_channels, emb_channels, embed)
-        in_channels = 1 + cond_channels + (2 if add_coords else 0)
+        in_channels = channels + cond_channels + (2 if add_coords else 0)
         self.lifting = nn.Sequential(
             nn.Conv2d(in_channels, 2 * hidden_channels, 1),
             nn.GELU(),
@@ -125,7 +131,7 @@ class FNOScore(nn.Module):
             nn.Conv2d(hidden_channels, 2 * hidden_channels, 1),
             nn.GELU(),
             # Zero so the untrained network outputs exactly 0 and D starts at c_skip * x.
-            zero_init(nn.Conv2d(2 * hidden_channels, 1, 1)),
+            zero_init(nn.Conv2d(2 * hidden_channels, channels, 1)),
         )
 
     def check_grid(self, h: int, w: int) -> None:
@@ -139,12 +145,12 @@ class FNOScore(nn.Module):
         """Evaluate the network.
 
         Args:
-            x: (B, 1, H, W) preconditioned noisy field (``c_in * x`` in EDM).
+            x: (B, channels, H, W) preconditioned noisy field (``c_in * x`` in EDM).
             c_noise: (B,) noise conditioning (EDM: ``log(sigma) / 4``).
             cond: (B, cond_channels, H, W) condition channels.
 
         Returns:
-            (B, 1, H, W) raw network output ``F`` (EDM eq. 7).
+            (B, channels, H, W) raw network output ``F`` (EDM eq. 7).
         """
         h, w = x.shape[-2:]
         z = self.lifting(network_input("the FNO", self, x, c_noise, cond))

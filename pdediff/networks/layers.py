@@ -143,7 +143,7 @@ def network_input(name: str, net: nn.Module, x: torch.Tensor, c_noise: torch.Ten
                   cond: torch.Tensor) -> torch.Tensor:
     """Validate a network's inputs and concatenate x, the condition and (optionally) the
     node coordinates into one (B, C, H, W) tensor."""
-    check_inputs(name, x, c_noise, cond, net.cond_channels)
+    check_inputs(name, x, c_noise, cond, net.cond_channels, getattr(net, "channels", 1))
     net.check_grid(*x.shape[-2:])
     parts = [x] + ([cond] if net.cond_channels else [])
     if net.add_coords:
@@ -151,14 +151,15 @@ def network_input(name: str, net: nn.Module, x: torch.Tensor, c_noise: torch.Ten
     return torch.cat(parts, dim=1)
 
 
-def check_inputs(name: str, x: torch.Tensor, c_noise: torch.Tensor, cond: torch.Tensor, cond_channels: int) -> None:
+def check_inputs(name: str, x: torch.Tensor, c_noise: torch.Tensor, cond: torch.Tensor, cond_channels: int,
+                 channels: int = 1) -> None:
     """Validate the shapes given to a score network's ``forward``.
 
     Raises:
         ValueError: naming the network, the offending shape and the one expected.
     """
-    if x.ndim != 4 or x.shape[1] != 1:
-        raise ValueError(f"x has shape {tuple(x.shape)}; {name} expects (B, 1, H, W)")
+    if x.ndim != 4 or x.shape[1] != channels:
+        raise ValueError(f"x has shape {tuple(x.shape)}; {name} expects (B, {channels}, H, W)")
     b, _, h, w = x.shape
     if c_noise.shape != (b,):
         raise ValueError(f"c_noise has shape {tuple(c_noise.shape)}; {name} expects ({b},) for a batch of {b}")

@@ -139,10 +139,13 @@ class UNet(nn.Module):
         embed: str = "fourier",
         dropout: float = 0.0,
         add_coords: bool = True,
+        channels: int = 1,
     ):
         super().__init__()
         channel_mult = tuple(int(m) for m in channel_mult)
         attention_levels = tuple(int(a) for a in attention_levels)
+        if not isinstance(channels, int) or isinstance(channels, bool) or channels < 1:
+            raise ValueError(f"channels={channels!r} must be an integer >= 1 (the fields the network denoises)")
         if cond_channels < 0:
             raise ValueError(f"cond_channels={cond_channels} must be >= 0")
         if model_channels < 1 or not channel_mult or min(channel_mult) < 1 or num_blocks < 1:
@@ -163,15 +166,16 @@ class UNet(nn.Module):
         self.config = dict(
             cond_channels=cond_channels, model_channels=model_channels, channel_mult=list(channel_mult),
             num_blocks=num_blocks, attention_levels=list(attention_levels), embed=embed,
-            dropout=dropout, add_coords=add_coords,
+            dropout=dropout, add_coords=add_coords, channels=channels,
         )
         self.cond_channels = cond_channels
+        self.channels = channels
         self.levels = levels
         self.add_coords = add_coords
         emb_channels = 4 * model_channels
 
         self.embedding = NoiseEmbedding(model_channels, emb_channels, embed)
-        in_channels = 1 + cond_channels + (2 if add_coords else 0)
+        in_channels = channels + cond_channels + (2 if add_coords else 0)
         ch = model_channels * channel_mult[0]
         self.input_conv = nn.Conv2d(in_channels, ch, 3, padding=1)
 
@@ -206,7 +210,7 @@ class UNet(nn.Module):
 
         self.output_norm = group_norm(ch)
         # Zero so the untrained network outputs exactly 0 and D starts at c_skip * x.
-        self.output_conv = zero_init(nn.Conv2d(ch, 1, 3, padding=1))
+        self.output_conv = zero_init(nn.Conv2d(ch, channels, 3, padding=1))
 
     @property
     def grid_multiple(self) -> int:
@@ -234,12 +238,12 @@ class UNet(nn.Module):
         """Evaluate the network.
 
         Args:
-            x: (B, 1, H, W) preconditioned noisy field (``c_in * x`` in EDM).
+            x: (B, channels, H, W) preconditioned noisy field (``c_in * x`` in EDM).
             c_noise: (B,) noise conditioning (EDM: ``log(sigma) / 4``).
             cond: (B, cond_channels, H, W) condition channels.
 
         Returns:
-            (B, 1, H, W) raw network output ``F`` (EDM eq. 7).
+            (B, channels, H, W) raw network output ``F`` (EDM eq. 7).
         """
         h, w = x.shape[-2:]
         z = network_input("the U-Net", self, x, c_noise, cond)

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Generate the data and train the joint models on one GPU lease, in parallel: poisson64-joint,
+# its x0-preconditioned twin (the preconditioning measured), and darcy64-joint. Each run gets
+# the seconds left until BUDGET (train.py --seconds) and exports its EMA weights to OUT.
+# Usage: OUT=DIR BUDGET=SECONDS PY=python3 bash configs/joint-lease.sh
+set -u
+OUT=${OUT:-runs/lease}
+BUDGET=${BUDGET:-400}
+PY=${PY:-python3}
+mkdir -p "$OUT"
+export PYTHONUNBUFFERED=1
+start=$(date +%s)
+left() { echo $(( BUDGET - ($(date +%s) - start) )); }
+nvidia-smi --query-gpu=name,memory.total --format=csv,noheader 2>/dev/null | tee "$OUT/device.txt"
+$PY generate_data.py --n 64 --count 20000 --source blobs,grf --boundary zero,smooth --seed 0 --valid-count 512 \
+    --test-count 512 --out datasets/poisson64 --workers 5 --quiet --overwrite > "$OUT/gen-poisson.log" 2>&1 &
+gp=$!
+$PY generate_data.py --problem darcy --n 64 --count 10000 --valid-count 500 --test-count 500 \
+    --out datasets/darcy64 --workers 11 --quiet --overwrite > "$OUT/gen-darcy.log" 2>&1 &
+gd=$!
+train() {  # config name
+    $PY train.py --config "configs/$1.yaml" --out "runs/$1" --overwrite --seconds "$(left)" --no-progress \
+        --export "$OUT/$1.safetensors" > "$OUT/$1.log" 2>&1
+    cp "runs/$1/metrics.jsonl" "$OUT/$1.metrics.jsonl" 2>/dev/null
+}
+wait $gp; echo "poisson data at $(( $(date +%s) - start )) s"
+train poisson64-joint & t1=$!
+train poisson64-joint-x0 & t2=$!
+wait $gd; echo "darcy data at $(( $(date +%s) - start )) s"
+train darcy64-joint & t3=$!
+wait $t1 $t2 $t3
+echo "done at $(( $(date +%s) - start )) s"
+tail -n 3 "$OUT"/*.log
