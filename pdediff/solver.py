@@ -257,6 +257,10 @@ class Solver:
             lies in [MAGNITUDE_MIN, MAGNITUDE_MAX] of :mod:`pdediff.problems.base` (1e-200 to
             1e200) is solved as well as one of unit size; outside it, a ValueError.
         """
+        if self.config.model.joint:
+            raise ValueError(f"this is a joint model of {self.config.model.joint} (sampled from observations); "
+                             f"expected reconstruct(samples=K, **observed), e.g. reconstruct("
+                             f"{self.problem.condition_fields[0]}=...) with a field fully observed")
         sampler, steps = self._check_options(sampler, steps, seed, batch_size, guidance, polish, polish_method,
                                              sampler_options, any_grid, resample, progress=progress,
                                              return_info=return_info, estimate=estimate)
@@ -453,6 +457,284 @@ class Solver:
         fields = decode_fields(self.problem, self.norm, cond)
         phi = x0[:, 0] * self.norm.solution_rms
         return self.problem.residual_terms(phi, *(fields[k] for k in self.problem.condition_fields))
+
+    # ---------------------------------------------------------------- observations
+    def reconstruct(self, samples: int = 8, seed: int = 0, *, method: str | None = None, sigma_y: float = 0.0,
+                    sampler: str | None = None, steps: int | None = None, batch_size: int = 64,
+                    progress: bool = False, return_samples: bool = False, **observed):
+        """Sample a joint model's fields given what is observed of them (a joint model only).
+
+        Args:
+            samples: posterior draws per observed sample (K >= 1); the mean and spread are
+                taken over them.
+            seed: noise seed; draw k of sample b uses the stream (seed, b * K + k) whatever the
+                batching.
+            method: how observations enter (:mod:`pdediff.observe`): ``"dps"`` (guidance
+                through the denoiser with derived weights), ``"replace"`` (inpainting),
+                ``"dps+residual"`` or ``"replace+residual"`` (followed by a line-search step on
+                the PDE residual with the exact operator). None: the model's default, measured
+                best (README, "Observations and inverse problems").
+            sigma_y: standard deviation of the observation noise, in the fields' own units
+                (0: exact observations, imposed exactly on the returned draws).
+            sampler, steps: the sampler and its noise levels (None: the model's own,
+                ``config.model.sampler`` and ``config.model.steps``).
+            batch_size: draws per network batch.
+            progress: a progress bar over batches.
+            return_samples: also return every draw (``<field>_samples``, dims sample, draw, y, x).
+            **observed: the fields, each (N, N) or (B, N, N), NaN at the nodes not observed. A
+                joint field not given is wholly unknown; a condition field of the model (e.g.
+                Dirichlet data ``g``) must be given whole or takes its default. Values where a
+                field does not act (a source on the boundary ring) are ignored.
+
+        Returns:
+            An ``xarray.Dataset`` with, for every joint field, the posterior mean (``rho``,
+            ``phi``, ...), the per-node standard deviation over the draws (``rho_std``, ...) and
+            the observation mask of the given fields (``rho_observed``, ...); the condition
+            fields; ``residual``, the PDE residual of the means (interior equations and the
+            ring's data); ``residual_rel`` per sample. Dims (y, x) for one (N, N) sample, else
+            (sample, y, x). ``attrs`` hold the method, nfe, seconds and settings.
+
+        Raises:
+            ValueError: a forward model; an observation of the wrong shape, with inf, or with
+                no observed node; a sample with no observed node in any field; ``samples < 1``;
+                a bad method, sigma_y, steps or batch_size.
+        """
+        import xarray as xr
+
+        from pdediff import observe
+        from pdediff.conditioning import joint_conditions, joint_decode_field, joint_encode, joint_encode_field
+
+        joint = tuple(self.config.model.joint)
+        if not joint:
+            raise ValueError(f"this model is a forward model of {self.problem.solution_field} given "
+                             f"{list(self.problem.condition_fields)} (its posterior is a spike); reconstruct needs "
+                             f"a joint model: expected load_solver('poisson-joint') or load_solver('darcy-joint')")
+        for name, value, low in (("samples", samples, 1), ("batch_size", batch_size, 1), ("seed", seed, 0)):
+            if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < low:
+                raise ValueError(f"{name}={value!r} is invalid; expected an integer >= {low}")
+        if samples > 100_000:
+            raise ValueError(f"samples={samples!r} is invalid; expected an integer in [1, 100000]")
+        method = method if method is not None else self.config.notes.get("reconstruct_method", "dps")
+        if method not in observe.METHODS:
+            raise ValueError(f"method={method!r} is unknown; expected one of {list(observe.METHODS)}")
+        if (not isinstance(sigma_y, (int, float, np.integer, np.floating)) or isinstance(sigma_y, bool)
+                or not 0 <= sigma_y < np.inf):
+            raise ValueError(f"sigma_y={sigma_y!r} is invalid; expected a finite number >= 0")
+        for flag, value in (("progress", progress), ("return_samples", return_samples)):
+            if not isinstance(value, (bool, np.bool_)):
+                raise ValueError(f"{flag}={value!r} is invalid; expected True or False")
+        sampler, steps = self._check_options(sampler, steps, seed, batch_size, 0.0, 0, "amg", None, False, False)
+        given, masks, single = self._observations(joint, observed)
+        count, n = next(iter(given.values())).shape[0], next(iter(given.values())).shape[-1]
+        t0 = time.perf_counter()
+
+        # the model's units: every field encoded with NaN filled (coefficients with 1: log 1 = 0)
+        filled = {k: np.where(np.isfinite(v), v, 1.0 if self._is_coefficient(k) else 0.0) for k, v in given.items()}
+        conds = {k: torch.as_tensor(filled[k], dtype=self.dtype, device=self.device)
+                 for k in joint_conditions(self.problem, joint)}
+        y = torch.zeros((count, len(joint), n, n), dtype=self.dtype, device=self.device)
+        mask = torch.zeros_like(y)
+        for i, k in enumerate(joint):
+            if k in given:
+                f = torch.as_tensor(filled[k], dtype=self.dtype, device=self.device)
+                y[:, i] = joint_encode_field(self.problem, self.norm, k, f)
+                mask[:, i] = torch.as_tensor(masks[k], dtype=self.dtype, device=self.device)
+        _, cond = joint_encode(self.problem, self.norm, joint, conds) if conds else (None, None)
+        if cond is None and self.problem.dirichlet_field is not None:
+            _, cond = joint_encode(self.problem, self.norm, joint, {joint[0]: y[:, 0]})
+        sigma_data = float(self.denoiser.sigma_data)
+        # sigma_y in each channel's units: the same relative noise where the fields differ in scale
+        unit = torch.tensor([self._joint_unit(k) for k in joint], dtype=self.dtype, device=self.device)
+        sigmas = get_sigmas_karras(steps, self.config.model.sigma_min, self.config.model.sigma_max,
+                                   device=self.device).to(self.dtype)
+        total = count * samples
+        draws = np.empty((len(joint), total, n, n))
+        starts = range(0, total, batch_size)
+        if progress:
+            from tqdm.auto import tqdm
+
+            starts = tqdm(starts, desc="reconstruct", unit="batch")
+        nfe = 0
+        for start in starts:
+            stop = min(start + batch_size, total)
+            which = torch.as_tensor(np.arange(start, stop) // samples, device=self.device)
+            yb, mb = y[which], mask[which]
+            cb = None if cond is None else cond[which]
+            posterior = self._posterior(method, yb, mb, cb, sigma_data, float(sigma_y) / unit, joint)
+            x = randn((stop - start, len(joint), n, n), _generators(seed, start, stop - start, 0), self.device,
+                      self.dtype) * sigmas[0]
+            with torch.no_grad():
+                x, used = SAMPLERS[sampler](posterior, x, sigmas, cb, generator=_generators(seed, start, stop - start, 1))
+            nfe = max(nfe, int(used))
+            for i, k in enumerate(joint):
+                draws[i, start:stop] = joint_decode_field(self.problem, self.norm, k, x[:, i]).double().cpu().numpy()
+        draws = draws.reshape(len(joint), count, samples, n, n)
+        out = {}
+        for i, k in enumerate(joint):
+            d = draws[i]
+            if k in given and sigma_y == 0:  # exact observations are the values
+                d = np.where(masks[k][:, None], given[k][:, None], d)
+            d = self._impose_ring(k, d, given)
+            if not np.all(np.isfinite(d)):
+                raise ValueError(f"method={method!r} with sampler={sampler!r} and steps={steps} diverged (a non-finite "
+                                 f"{k}); expected a stable setting: more steps, or the model's own sampler")
+            out[k] = d
+        seconds = time.perf_counter() - t0
+        return self._posterior_dataset(joint, out, given, masks, single, samples, return_samples,
+                                       dict(method=method, sigma_y=float(sigma_y), sampler=sampler, steps=int(steps),
+                                            nfe=nfe, samples=int(samples), seconds=seconds))
+
+    def _is_coefficient(self, name: str) -> bool:
+        return name in self.problem.coefficient_fields
+
+    def _joint_unit(self, name: str) -> float:
+        """A field's scale in the joint model's units (coefficients: of their logarithm)."""
+        from pdediff.conditioning import _joint_unit
+
+        return _joint_unit(self.problem, self.norm, name)
+
+    def _observations(self, joint, observed: dict):
+        """Check and gather ``reconstruct``'s fields: ``(given, masks, single)`` with every given
+        field as (B, N, N) float64 (NaN where not observed; conditions whole, defaults filled),
+        the observed nodes of each joint field where it acts, and whether one (N, N) sample came."""
+        from pdediff.conditioning import joint_conditions
+
+        names = (*self.problem.condition_fields, *self.problem.solution_fields)
+        unknown = [k for k in observed if k not in names]
+        if unknown:
+            raise ValueError(f"{unknown} are not fields of problem {self.problem.name!r}; expected some of {list(names)}")
+        arrays = {}
+        shape = None
+        for k, v in observed.items():
+            if v is None:
+                continue
+            try:
+                a = np.asarray(v, dtype=np.float64)
+            except (TypeError, ValueError):
+                raise ValueError(f"{k} could not be read as an array of real numbers (NaN where not observed)") from None
+            if a.ndim not in (2, 3) or a.shape[-1] != a.shape[-2]:
+                raise ValueError(f"{k} has shape {a.shape}; expected (N, N) or (B, N, N), NaN where not observed")
+            if shape is None:
+                shape, first = a.shape, k
+            elif a.shape != shape:
+                raise ValueError(f"{k} has shape {a.shape}; expected {shape} to match {first}")
+            if np.isinf(a).any():
+                raise ValueError(f"{k} contains inf; expected finite values at observed nodes and NaN elsewhere")
+            arrays[k] = a
+        if not any(k in arrays for k in joint):
+            raise ValueError(f"nothing of {list(joint)} is observed; expected at least one of them, NaN where "
+                             "not observed")
+        single = len(shape) == 2
+        arrays = {k: (v[None] if single else v) for k, v in arrays.items()}
+        count, n = arrays[first].shape[0], shape[-1]
+        if count == 0:
+            raise ValueError(f"{first} has shape {shape}: an empty batch; expected at least one sample")
+        trained = self.grid_size
+        if trained and n != trained:
+            raise ValueError(f"{first} has shape {shape}; this joint model was trained on ({trained}, {trained}) "
+                             f"node grids; expected that grid")
+        self.problem.check_grid(n)
+        for k in joint_conditions(self.problem, joint):
+            if k not in arrays:
+                default = self.problem.field(k).default
+                if default is None:
+                    raise ValueError(f"{k} is a condition of this joint model and is required; expected an array of "
+                                     f"shape {shape} with no NaN")
+                arrays[k] = np.full((count, n, n), float(default))
+            elif np.isnan(arrays[k]).any():
+                raise ValueError(f"{k} is a condition of this joint model (not one of {list(joint)}); expected it whole, "
+                                 f"with no NaN")
+        masks = {}
+        seen = np.zeros(count, dtype=bool)
+        for k in joint:
+            if k not in arrays:
+                continue
+            acts = np.ones((n, n), bool) if k in self.problem.solution_fields else self.problem.support(k, n)
+            if k == self.problem.solution_field and self.problem.dirichlet_field is not None:
+                acts = ~boundary_mask(n)  # the ring is the Dirichlet data, a condition
+            m = np.isfinite(arrays[k]) & acts
+            if not m.any():
+                raise ValueError(f"{k} has no observed node where it acts (all NaN); expected at least one finite "
+                                 f"value, or leave {k} out to treat it as unknown")
+            if self._is_coefficient(k) and not (arrays[k][m] > 0).all():
+                raise ValueError(f"{k} has observed values <= 0 (min {arrays[k][m].min()!r}); expected {k} > 0")
+            masks[k] = m
+            seen |= m.reshape(count, -1).any(axis=1)
+        if not seen.all():
+            b = int(np.flatnonzero(~seen)[0])
+            raise ValueError(f"sample {b} of the batch has no observed node in any of {list(masks)} (all NaN); "
+                             "expected at least one observed node in every sample")
+        return arrays, masks, single
+
+    def _posterior(self, method: str, y, mask, cond, sigma_data: float, sigma_y: torch.Tensor, joint):
+        """The posterior denoiser of ``method`` (see :mod:`pdediff.observe`)."""
+        from pdediff import observe
+
+        sy = sigma_y.view(1, -1, 1, 1)
+        base, _, extra = method.partition("+")
+        make = observe.observation_guided if base == "dps" else observe.replacement
+        posterior = make(self.denoiser, y, mask, sigma_data, sy)
+        if extra == "residual" and self.problem.offers_residual:
+            fixed = mask if float(sigma_y.max()) == 0 else torch.zeros_like(mask)
+            if cond is not None and self.problem.dirichlet_field is not None:
+                ring = cond[:, -1:]
+                fixed = torch.maximum(fixed, ring.expand_as(fixed))
+            posterior = observe.residual_step(posterior, lambda d, c: self._joint_residual(d, c, joint), fixed)
+        return posterior
+
+    def _joint_residual(self, d, cond, joint):
+        """The PDE residual (interior) of denoised joint fields, in the source's units."""
+        from pdediff.conditioning import joint_conditions, joint_decode_field
+
+        fields = {k: joint_decode_field(self.problem, self.norm, k, d[:, i]) for i, k in enumerate(joint)}
+        for i, k in enumerate(joint_conditions(self.problem, joint)):
+            unit = self._joint_unit(k)
+            fields[k] = (cond[:, i] * unit if not self._is_coefficient(k)
+                         else (cond[:, i] * unit + self.norm.offsets.get(k, 0.0)).exp())
+        r, _ = self.problem.residual_terms(fields[self.problem.solution_field],
+                                           *(fields[k] for k in self.problem.condition_fields))
+        return r / self.norm.field_rms[self.problem.source_fields[0]] if self.problem.source_fields else r
+
+    def _impose_ring(self, name: str, d: np.ndarray, given: dict) -> np.ndarray:
+        """Dirichlet data on the solution's ring and zero sources there, exactly (float64)."""
+        g = self.problem.dirichlet_field
+        if g is None:
+            return d
+        ring = boundary_mask(d.shape[-1])
+        if name == self.problem.solution_field:
+            return np.where(ring, given[g][:, None], d)
+        if name in self.problem.condition_fields and self.problem.field(name).role != "coefficient":
+            return np.where(ring, 0.0, d)
+        return d
+
+    def _posterior_dataset(self, joint, draws: dict, given: dict, masks: dict, single: bool, samples: int,
+                           return_samples: bool, attrs: dict):
+        import xarray as xr
+
+        n = next(iter(draws.values())).shape[-1]
+        grid = self.problem.grid(n)
+        dims = ("sample", "y", "x")
+        data = {}
+        means = {}
+        for k in joint:
+            means[k] = draws[k].mean(axis=1)
+            data[k] = (dims, means[k])
+            data[f"{k}_std"] = (dims, draws[k].std(axis=1, ddof=1) if samples > 1 else np.zeros_like(means[k]))
+            if k in masks:
+                data[f"{k}_observed"] = (dims, masks[k])
+            if return_samples:
+                data[f"{k}_samples"] = (("sample", "draw", "y", "x"), draws[k])
+        for k in self.problem.condition_fields:
+            if k not in joint:
+                data[k] = (dims, given[k])
+        fields = [means[k] if k in joint else given[k] for k in self.problem.condition_fields]
+        solution = means[self.problem.solution_field]
+        if self.problem.offers_residual:
+            data["residual"] = (dims, self.problem.residual(solution, *fields))
+            data["residual_rel"] = (("sample",), np.atleast_1d(self.problem.relative_residual(solution, *fields)))
+        ds = xr.Dataset(data, coords={"sample": np.arange(solution.shape[0]), "y": grid.y, "x": grid.x},
+                        attrs={"problem": self.problem.name, "N": grid.n, "h": grid.h, "joint": list(joint), **attrs})
+        return ds.isel(sample=0) if single else ds
 
     def solve_dataset(self, *fields, **kwargs):
         """Like :meth:`solve` for a batch, returned as an ``xarray.Dataset`` (sample, y, x)."""
