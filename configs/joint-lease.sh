@@ -3,10 +3,15 @@
 # its x0-preconditioned twin (the preconditioning measured), and darcy64-joint. Each run gets
 # the seconds left until BUDGET (train.py --seconds) and exports its EMA weights to OUT.
 # Usage: OUT=DIR BUDGET=SECONDS PY=python3 bash configs/joint-lease.sh
+# POISSON and DARCY name the configs trained on each dataset (the defaults below); the second
+# lease trained POISSON="poisson64-joint-obs poisson64-joint-obs-x0" DARCY=darcy64-joint-obs
+# with the first lease's exports in runs/lease/ (their train.init).
 set -u
 OUT=${OUT:-runs/lease}
 BUDGET=${BUDGET:-400}
 PY=${PY:-python3}
+POISSON=${POISSON:-poisson64-joint poisson64-joint-x0}
+DARCY=${DARCY:-darcy64-joint}
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1
 start=$(date +%s)
@@ -24,10 +29,9 @@ train() {  # config name
     cp "runs/$1/metrics.jsonl" "$OUT/$1.metrics.jsonl" 2>/dev/null
 }
 wait $gp; echo "poisson data at $(( $(date +%s) - start )) s"
-train poisson64-joint & t1=$!
-train poisson64-joint-x0 & t2=$!
+for c in $POISSON; do train "$c" & done
 wait $gd; echo "darcy data at $(( $(date +%s) - start )) s"
-train darcy64-joint & t3=$!
-wait $t1 $t2 $t3
+for c in $DARCY; do train "$c" & done
+wait
 echo "done at $(( $(date +%s) - start )) s"
 tail -n 3 "$OUT"/*.log

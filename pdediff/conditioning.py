@@ -286,12 +286,46 @@ def joint_conditions(problem: Problem, joint) -> list[str]:
     return [k for k in problem.condition_fields if k not in joint]
 
 
-def joint_channel_names(problem: Problem, joint) -> list[str]:
-    """Names of a joint model's condition channels, in order."""
+def joint_channel_names(problem: Problem, joint, observe: bool = False) -> list[str]:
+    """Names of a joint model's condition channels, in order; with ``observe``, each joint
+    field's observed values (``<name>_obs``, zero where not observed) and mask (``<name>_seen``)
+    follow."""
     names = joint_conditions(problem, joint)
     if problem.dirichlet_field is not None:
         names.append(MASK)
+    if observe:
+        names += [f"{k}_{part}" for k in joint for part in ("obs", "seen")]
     return names
+
+
+def observation_channels(y: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """The network inputs of observations ``y`` (B, C, N, N, model units) seen where ``mask``
+    is 1: per field its masked values and its mask, (B, 2C, N, N)."""
+    return torch.stack([y * mask, mask], dim=2).flatten(1, 2)
+
+
+#: The law of training observations of each joint field, drawn independently per field and
+#: sample: wholly observed, not at all, or at a share of its nodes drawn log-uniformly.
+OBSERVATION_LAW = {"whole": 0.2, "none": 0.3, "sparse": 0.5, "fraction": (0.003, 0.5)}
+
+
+def random_observations(problem: Problem, joint, shape, generator: torch.Generator, device) -> torch.Tensor:
+    """A 0/1 mask (B, C, N, N) of observed nodes drawn from :data:`OBSERVATION_LAW` (only where
+    each field is unknown: a source's interior, a solution's interior when the ring is data)."""
+    b, c, n, _ = shape
+    law = OBSERVATION_LAW
+    kind = torch.rand((b, c), generator=generator, device=device)
+    low, high = (torch.log(torch.tensor(f)) for f in law["fraction"])
+    share = torch.exp(low + (high - low) * torch.rand((b, c), generator=generator, device=device))
+    share = torch.where(kind < law["whole"], torch.ones_like(share),
+                        torch.where(kind < law["whole"] + law["none"], torch.zeros_like(share), share))
+    mask = (torch.rand((b, c, n, n), generator=generator, device=device) < share[:, :, None, None]).float()
+    for i, k in enumerate(joint):
+        acts = _joint_support(problem, k, n, device)
+        if k in problem.solution_fields and problem.dirichlet_field is not None:
+            acts = ~torch.tensor(boundary_mask(n), device=device)
+        mask[:, i] *= acts
+    return mask
 
 
 def _role(problem: Problem, name: str) -> str | None:

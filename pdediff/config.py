@@ -90,6 +90,10 @@ class ModelConfig:
     # and solution fields of the problem; the others stay conditions). Empty: a forward model
     # of the solution given every condition field
     joint: list[str] = field(default_factory=list)
+    # a joint model whose network also takes the observations (each joint field's observed
+    # values and their 0/1 mask) as inputs, trained on random observation masks: it learns the
+    # posterior given any observations, not only the prior (pdediff.conditioning.random_observations)
+    observe: bool = False
 
 
 @dataclass
@@ -187,6 +191,9 @@ class Config:
             raise ValueError(f"train.ema_decay={t.ema_decay!r} is invalid; expected 0 <= decay < 1")
         if m.precond not in ("edm", "x0"):  # pdediff.denoiser.PRECONDITIONINGS (kept import-free here)
             raise ValueError(f"model.precond={m.precond!r} is invalid; expected 'edm' or 'x0'")
+        if m.observe and not m.joint:
+            raise ValueError("model.observe=true needs model.joint (the fields observed and generated); expected a "
+                             "list of fields, e.g. [rho, phi]")
         if len(set(m.joint)) != len(m.joint):
             raise ValueError(f"model.joint={m.joint!r} names a field twice; expected distinct field names")
         if t.relative_floor > 0 and t.loss != "edm":

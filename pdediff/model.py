@@ -58,7 +58,7 @@ def build_denoiser(config: Config, problem: Problem, norm: Normalisation) -> Den
         dirichlet, mask = dirichlet_channels(problem)
         return Denoiser(net, sigma_data=float(sigma_data), dirichlet_channel=dirichlet, mask_channel=mask,
                         precond=config.model.precond)
-    names = joint_channel_names(problem, joint)
+    names = joint_channel_names(problem, joint, config.model.observe)
     solution, sources = joint_ring_channels(problem, tuple(joint))
     ring = problem.dirichlet_field is not None
     return Denoiser(net, sigma_data=float(sigma_data), precond=config.model.precond,
@@ -75,7 +75,7 @@ def network_channels(config: Config, problem: Problem) -> dict:
     if not joint:
         return {"cond_channels": len(channel_names(problem))}
     joint = check_joint(problem, joint)
-    return {"channels": len(joint), "cond_channels": len(joint_channel_names(problem, joint))}
+    return {"channels": len(joint), "cond_channels": len(joint_channel_names(problem, joint, config.model.observe))}
 
 
 @dataclass

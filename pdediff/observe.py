@@ -117,6 +117,6 @@ def residual_step(denoiser, residual_fn, fixed: torch.Tensor | None = None):
     return posterior
 
 
-#: Posterior denoisers by name (``Solver.reconstruct(method=...)``); "dps+residual" follows the
-#: observation guidance by a residual step.
-METHODS = ("replace", "dps", "dps+residual", "replace+residual")
+#: Posterior denoisers by name (``Solver.reconstruct(method=...)``): "none" is the network alone
+#: (a model that takes the observations as inputs); "+residual" follows by a residual step.
+METHODS = ("none", "replace", "dps", "dps+residual", "replace+residual", "none+residual")

@@ -469,11 +469,13 @@ class Solver:
                 taken over them.
             seed: noise seed; draw k of sample b uses the stream (seed, b * K + k) whatever the
                 batching.
-            method: how observations enter (:mod:`pdediff.observe`): ``"dps"`` (guidance
-                through the denoiser with derived weights), ``"replace"`` (inpainting),
-                ``"dps+residual"`` or ``"replace+residual"`` (followed by a line-search step on
-                the PDE residual with the exact operator). None: the model's default, measured
-                best (README, "Observations and inverse problems").
+            method: how observations enter besides the network's own inputs
+                (:mod:`pdediff.observe`): ``"none"`` (only as inputs of a model trained with
+                them, ``model.observe``), ``"dps"`` (guidance through the denoiser with derived
+                weights), ``"replace"`` (inpainting), ``"dps+residual"`` or
+                ``"replace+residual"`` (followed by a line-search step on the PDE residual with
+                the exact operator). None: the model's default, measured best (README,
+                "Observations and inverse problems").
             sigma_y: standard deviation of the observation noise, in the fields' own units
                 (0: exact observations, imposed exactly on the returned draws).
             sampler, steps: the sampler and its noise levels (None: the model's own,
@@ -514,9 +516,13 @@ class Solver:
                 raise ValueError(f"{name}={value!r} is invalid; expected an integer >= {low}")
         if samples > 100_000:
             raise ValueError(f"samples={samples!r} is invalid; expected an integer in [1, 100000]")
-        method = method if method is not None else self.config.notes.get("reconstruct_method", "dps")
+        default = "none" if self.config.model.observe else "dps"
+        method = method if method is not None else self.config.notes.get("reconstruct_method", default)
         if method not in observe.METHODS:
             raise ValueError(f"method={method!r} is unknown; expected one of {list(observe.METHODS)}")
+        if method == "none" and not self.config.model.observe:
+            raise ValueError("method='none' would ignore the observations: this joint model does not take them as "
+                             "inputs (model.observe); expected 'dps', 'replace', 'dps+residual' or 'replace+residual'")
         if (not isinstance(sigma_y, (int, float, np.integer, np.floating)) or isinstance(sigma_y, bool)
                 or not 0 <= sigma_y < np.inf):
             raise ValueError(f"sigma_y={sigma_y!r} is invalid; expected a finite number >= 0")
@@ -542,6 +548,11 @@ class Solver:
         _, cond = joint_encode(self.problem, self.norm, joint, conds) if conds else (None, None)
         if cond is None and self.problem.dirichlet_field is not None:
             _, cond = joint_encode(self.problem, self.norm, joint, {joint[0]: y[:, 0]})
+        if self.config.model.observe:  # the network takes the observations as inputs
+            from pdediff.conditioning import observation_channels
+
+            obs = observation_channels(y, mask)
+            cond = obs if cond is None else torch.cat([cond, obs], dim=1)
         sigma_data = float(self.denoiser.sigma_data)
         # sigma_y in each channel's units: the same relative noise where the fields differ in scale
         unit = torch.tensor([self._joint_unit(k) for k in joint], dtype=self.dtype, device=self.device)
@@ -672,13 +683,21 @@ class Solver:
 
         sy = sigma_y.view(1, -1, 1, 1)
         base, _, extra = method.partition("+")
-        make = observe.observation_guided if base == "dps" else observe.replacement
-        posterior = make(self.denoiser, y, mask, sigma_data, sy)
+        if base == "none":
+            posterior = self.denoiser
+        else:
+            make = observe.observation_guided if base == "dps" else observe.replacement
+            posterior = make(self.denoiser, y, mask, sigma_data, sy)
         if extra == "residual" and self.problem.offers_residual:
+            from pdediff.conditioning import MASK, joint_channel_names
+
             fixed = mask if float(sigma_y.max()) == 0 else torch.zeros_like(mask)
             if cond is not None and self.problem.dirichlet_field is not None:
-                ring = cond[:, -1:]
-                fixed = torch.maximum(fixed, ring.expand_as(fixed))
+                i = joint_channel_names(self.problem, joint).index(MASK)
+                fixed = torch.maximum(fixed, cond[:, i : i + 1].expand_as(fixed))
+            for i, k in enumerate(joint):  # the residual is affine in the other fields: coefficients stay
+                if self._is_coefficient(k):
+                    fixed[:, i] = 1.0
             posterior = observe.residual_step(posterior, lambda d, c: self._joint_residual(d, c, joint), fixed)
         return posterior
 

@@ -24,7 +24,7 @@ from pdediff import __version__, metrics
 from pdediff.atomic import write_text
 from pdediff.checkpoint import group, load_checkpoint, prefixed, read_metadata, save_checkpoint
 from pdediff.conditioning import (Normalisation, encode, encode_solution, fit_joint_normalisation, fit_normalisation,
-                                  joint_encode)
+                                  joint_encode, observation_channels, random_observations)
 from pdediff.config import Config
 from pdediff.data import ShardReader, load_arrays, read_card
 from pdediff.losses import LOSSES
@@ -144,11 +144,16 @@ def _init_state(config: Config, path) -> tuple[dict, Normalisation | None]:
     except ValueError as exc:
         raise ValueError(f"train.init={str(path)!r} cannot be used: {exc}") from None
     mine, theirs = config.model, source.config.model
-    for key in ("network", "network_kwargs", "precond"):
+    for key in ("network", "network_kwargs", "precond", "joint"):
         if getattr(mine, key) != getattr(theirs, key):
             raise ValueError(f"train.init={str(path)!r} has model.{key}={getattr(theirs, key)!r}, but this "
                              f"config has {getattr(mine, key)!r}; expected the same network to fine-tune")
     weights = source.denoiser.state_dict()
+    if mine.observe and not theirs.observe:
+        weights = _add_observation_inputs(weights, config, source.problem)
+    elif mine.observe != theirs.observe:
+        raise ValueError(f"train.init={str(path)!r} takes observations as inputs and this config does not "
+                         "(model.observe); expected a model without them")
     if source.config.data.problem == config.data.problem:
         if not config.train.refit_normalisation:
             return weights, source.norm
@@ -164,6 +169,27 @@ def _init_state(config: Config, path) -> tuple[dict, Normalisation | None]:
                          f"fields of roles {theirs_roles}, but data.problem={config.data.problem!r} has "
                          f"{mine_roles}; expected the same roles in the same order to start from its weights")
     return {k: v for k, v in weights.items() if k != "sigma_data"}, None
+
+
+def _add_observation_inputs(weights: dict, config: Config, problem) -> dict:
+    """Weights of a joint model extended to take observations (``model.observe``): the input
+    layer gets zero weights for the new channels, which enter before the coordinates, so the
+    extended model starts as the one it came from."""
+    from pdediff.model import network_channels
+
+    channels = network_channels(config, problem)
+    new = 2 * channels["channels"]
+    first = channels["channels"] + channels["cond_channels"] - new  # x and the old conditions
+    out = {}
+    for k, w in weights.items():
+        if k.startswith("net.") and w.ndim == 4 and w.shape[1] in (first, first + 2) and (
+                k.endswith("input_conv.weight") or k.endswith("lifting.0.weight")):
+            grown = w.new_zeros((w.shape[0], w.shape[1] + new, *w.shape[2:]))
+            grown[:, :first] = w[:, :first]
+            grown[:, first + new:] = w[:, first:]
+            w = grown
+        out[k] = w
+    return out
 
 
 def check_export(path, argument: str = "--export") -> Path:
@@ -516,7 +542,7 @@ class Trainer:
         idx = idx.to(self.data[self.fields[0]].device)
         fields = {k: v[idx].to(self.device) for k, v in self.data.items()}
         if self.config.model.joint:
-            return joint_encode(self.problem, self.norm, self.config.model.joint, fields)
+            return self._joint_batch(fields, self.noise_gen)
         cond, s = encode(self.problem, self.norm, fields)
         x0 = encode_solution(self.norm, fields[self.problem.solution_field], s)
         return x0, cond
@@ -542,13 +568,23 @@ class Trainer:
         return {"valid_rel_l2": float(np.mean(rep["rel_l2"])), "valid_rel_l2_median": float(np.median(rep["rel_l2"])),
                 **({"valid_boundary_err": float(np.max(rep["boundary_err"]))} if "boundary_err" in rep else {})}
 
+    def _joint_batch(self, fields: dict, generator: torch.Generator):
+        """A joint model's data and condition; with ``model.observe``, random observations of
+        the data (:func:`pdediff.conditioning.random_observations`) join the condition."""
+        x0, cond = joint_encode(self.problem, self.norm, self.config.model.joint, fields)
+        if self.config.model.observe:
+            mask = random_observations(self.problem, self.config.model.joint, x0.shape, generator, x0.device)
+            obs = observation_channels(x0, mask)
+            cond = obs if cond is None else torch.cat([cond, obs], dim=1)
+        return x0, cond
+
     @torch.no_grad()
     def _validate_joint(self, arrays: dict) -> dict:
         """A joint model's denoising loss on the validation split at fixed noise levels (its
         reconstructions need observations; :mod:`benchmarks.observe` measures those)."""
         fields = {k: torch.as_tensor(arrays[k], dtype=torch.float32, device=self.device) for k in self.fields}
-        x0, cond = joint_encode(self.problem, self.norm, self.config.model.joint, fields)
         gen = torch.Generator(device=self.device).manual_seed(0)
+        x0, cond = self._joint_batch(fields, gen)
         out = {}
         for sigma in (0.05, 0.5, 5.0):
             noise = torch.randn(x0.shape, generator=gen, device=self.device) * sigma
