@@ -19,15 +19,13 @@ standard deviation sigma_data makes x0 | x roughly N(D, r^2 I) with
   Diffusion, Song et al. 2023): ``D + w J^T M (y - D)`` with ``J = dD/dx`` (one vector-Jacobian
   product) and ``w = sigma^2 / (r^2 + sigma_y^2)``, the gradient of log N(y; M D, (r^2 +
   sigma_y^2) I) times sigma^2. For isotropic Gaussian data both are the exact posterior
-  denoiser. For correlated fields (a smooth phi seen at many nodes) the N(D, r^2 I) model
-  counts correlated observations as independent evidence and the step overshoots, so the step is
-  capped at the exact line search on the observation misfit
-  along the same direction: with ``v = w J^T M (y - D)``, the estimate is ``D + t v``,
-  ``t = min(1, <M v, y - D> / ||M v||^2)``, so the step never fits the observations worse than
-  it found them. (For isotropic Gaussian data t = 1 whenever sigma_y = 0, and t >= 1 before
-  the cap otherwise, so the exactness holds.)
-* :func:`residual_step`: after either, one exact line-search step on the PDE residual of the
-  denoised fields (the exact operator), as :mod:`pdediff.guidance` does for forward models.
+  denoiser. (Capping the step at the exact line search on the observation misfit, against
+  overshoot where correlated observations count as independent evidence, was measured and
+  dropped: on 3 % of Poisson's phi the error of phi went from 10.5 % uncapped to 22.6 %
+  capped, and Darcy's u from 11 % to 25 %: the cap mostly shrank useful steps.)
+* ``+residual`` (``Solver.reconstruct``): after either, one iteration of the problem's
+  preconditioned iterative method on the denoised solution given the other denoised fields
+  (PDE-residual guidance with the exact operator).
 """
 
 from __future__ import annotations
@@ -46,10 +44,6 @@ def tweedie_variance(sigma: torch.Tensor, sigma_data: torch.Tensor) -> torch.Ten
 def _sigma(sigma, x: torch.Tensor) -> torch.Tensor:
     sigma = torch.as_tensor(sigma, dtype=x.dtype, device=x.device)
     return sigma.expand(x.shape[0]) if sigma.ndim == 0 else sigma
-
-
-def _dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    return (a * b).flatten(1).sum(1)
 
 
 def replacement(denoiser, y: torch.Tensor, mask: torch.Tensor, sigma_data: float, sigma_y: float = 0.0):
@@ -86,33 +80,8 @@ def observation_guided(denoiser, y: torch.Tensor, mask: torch.Tensor, sigma_data
             (u,) = torch.autograd.grad(d, xg, grad_outputs=misfit)
         d, misfit = d.detach(), misfit.detach()
         r2 = append_dims(tweedie_variance(sigma, torch.as_tensor(sigma_data, dtype=x.dtype, device=x.device)), x.ndim)
-        v = sigma.view(-1, *([1] * (x.ndim - 1))) ** 2 / (r2 + sigma_y**2) * u  # the derived step
-        mv = mask * v
-        den = _dot(mv, mv)
-        t = torch.where(den > 0, _dot(mv, misfit) / den.clamp_min(1e-30), torch.zeros_like(den))
-        return d + append_dims(t.clamp(0.0, 1.0), x.ndim) * v
-
-    return posterior
-
-
-def residual_step(denoiser, residual_fn, fixed: torch.Tensor | None = None):
-    """Follow each denoised estimate by one exact line-search step on ||r||^2, the PDE residual
-    ``residual_fn(d, cond) -> r`` (affine in d, torch, differentiable) of the denoised fields;
-    ``fixed`` (broadcastable to d, or None) is 1 where the step must not change d (known values)."""
-
-    def posterior(x, sigma, cond):
-        d = denoiser(x, sigma, cond).detach()
-        with torch.enable_grad():
-            e = d.clone().requires_grad_(True)
-            r = residual_fn(e, cond)
-            (grad,) = torch.autograd.grad(r.pow(2).sum(), e)
-        if fixed is not None:
-            grad = grad * (1 - fixed)
-        r = r.detach()
-        a_grad = residual_fn(d + grad, cond).detach() - r  # = A G, the residual being affine
-        den = 2 * a_grad.flatten(1).pow(2).sum(1)
-        alpha = torch.where(den > 0, grad.flatten(1).pow(2).sum(1) / den.clamp_min(1e-30), torch.zeros_like(den))
-        return d - append_dims(alpha, d.ndim) * grad
+        w = sigma.view(-1, *([1] * (x.ndim - 1))) ** 2 / (r2 + sigma_y**2)
+        return d + w * u
 
     return posterior
 

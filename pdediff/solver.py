@@ -571,7 +571,8 @@ class Solver:
             which = torch.as_tensor(np.arange(start, stop) // samples, device=self.device)
             yb, mb = y[which], mask[which]
             cb = None if cond is None else cond[which]
-            posterior = self._posterior(method, yb, mb, cb, sigma_data, float(sigma_y) / unit, joint)
+            conds_b = {k: given[k][np.arange(start, stop) // samples] for k in joint_conditions(self.problem, joint)}
+            posterior = self._posterior(method, yb, mb, cb, sigma_data, float(sigma_y) / unit, joint, conds_b)
             x = randn((stop - start, len(joint), n, n), _generators(seed, start, stop - start, 0), self.device,
                       self.dtype) * sigmas[0]
             with torch.no_grad():
@@ -677,7 +678,7 @@ class Solver:
                              "expected at least one observed node in every sample")
         return arrays, masks, single
 
-    def _posterior(self, method: str, y, mask, cond, sigma_data: float, sigma_y: torch.Tensor, joint):
+    def _posterior(self, method: str, y, mask, cond, sigma_data: float, sigma_y: torch.Tensor, joint, conds=None):
         """The posterior denoiser of ``method`` (see :mod:`pdediff.observe`)."""
         from pdediff import observe
 
@@ -689,30 +690,36 @@ class Solver:
             make = observe.observation_guided if base == "dps" else observe.replacement
             posterior = make(self.denoiser, y, mask, sigma_data, sy)
         if extra == "residual" and self.problem.offers_residual:
-            from pdediff.conditioning import MASK, joint_channel_names
-
-            fixed = mask if float(sigma_y.max()) == 0 else torch.zeros_like(mask)
-            if cond is not None and self.problem.dirichlet_field is not None:
-                i = joint_channel_names(self.problem, joint).index(MASK)
-                fixed = torch.maximum(fixed, cond[:, i : i + 1].expand_as(fixed))
-            for i, k in enumerate(joint):  # the residual is affine in the other fields: coefficients stay
-                if self._is_coefficient(k):
-                    fixed[:, i] = 1.0
-            posterior = observe.residual_step(posterior, lambda d, c: self._joint_residual(d, c, joint), fixed)
+            posterior = self._solver_step(posterior, conds, joint)
         return posterior
 
-    def _joint_residual(self, d, cond, joint):
-        """The PDE residual (interior) of denoised joint fields, in the source's units."""
-        from pdediff.conditioning import joint_conditions, joint_decode_field
+    def _solver_step(self, denoiser, conds: dict, joint):
+        """Follow each denoised estimate by one iteration of the problem's preconditioned
+        iterative method (``Problem.estimate_step``: for Poisson a conjugate-gradient step
+        preconditioned by a V-cycle, for Darcy by AMG) on the solution field, with the other
+        fields as denoised (sources, coefficients) or given (conditions): PDE-residual guidance
+        with the exact operator, which contracts the solution's error given the others by the
+        method's factor at every call."""
+        from pdediff.conditioning import joint_decode_field, joint_encode_field
 
-        fields = {k: joint_decode_field(self.problem, self.norm, k, d[:, i]) for i, k in enumerate(joint)}
-        for i, k in enumerate(joint_conditions(self.problem, joint)):
-            unit = self._joint_unit(k)
-            fields[k] = (cond[:, i] * unit if not self._is_coefficient(k)
-                         else (cond[:, i] * unit + self.norm.offsets.get(k, 0.0)).exp())
-        r, _ = self.problem.residual_terms(fields[self.problem.solution_field],
-                                           *(fields[k] for k in self.problem.condition_fields))
-        return r / self.norm.field_rms[self.problem.source_fields[0]] if self.problem.source_fields else r
+        k = joint.index(self.problem.solution_field)
+
+        def posterior(x, sigma, cond):
+            d = denoiser(x, sigma, cond).detach()
+            fields = {name: joint_decode_field(self.problem, self.norm, name, d[:, i]).double().cpu().numpy()
+                      for i, name in enumerate(joint)}
+            fields.update(conds)
+            solution = fields[self.problem.solution_field]
+            with np.errstate(all="ignore"):
+                improved = self.problem.estimate_step(solution, *(fields[n] for n in self.problem.condition_fields),
+                                                      method=self.problem.estimate_method)
+            if not np.all(np.isfinite(improved)):
+                return d
+            step = joint_encode_field(self.problem, self.norm, self.problem.solution_field,
+                                      torch.as_tensor(improved, dtype=d.dtype, device=d.device))
+            return torch.cat([d[:, :k], step[:, None], d[:, k + 1:]], dim=1)
+
+        return posterior
 
     def _impose_ring(self, name: str, d: np.ndarray, given: dict) -> np.ndarray:
         """Dirichlet data on the solution's ring and zero sources there, exactly (float64)."""
