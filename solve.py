@@ -8,6 +8,12 @@
 ``FILE.npz:name``) or .h5 (``FILE.h5:dataset``, default the field's name); fields left out take the
 problem's defaults. ``--checkpoint`` is a file or a shipped model's name. ``--check`` compares with
 the problem's reference solver.
+
+With a joint model, ``--observe NAME=FILE`` (repeatable) gives what is observed of a field (NaN at
+the nodes not observed) and ``--samples K`` the posterior draws; the posterior means and standard
+deviations of every field, with the residual, go to ``--out`` as netCDF (``.nc``):
+
+    python solve.py --checkpoint poisson-joint --observe phi=sensors.npy --samples 16 --out posterior.nc
 """
 
 import argparse
@@ -23,7 +29,12 @@ def main(argv=None) -> int:
                    help="a condition field of the model's problem from FILE (repeatable), e.g. --field a=a.npy")
     p.add_argument("--rho", help="alias of --field FIRST=FILE for the problem's first condition field")
     p.add_argument("--g", help="alias of --field g=FILE: Dirichlet data (default: the problem's, zero)")
-    p.add_argument("--out", required=True, help="output .npy, .npz or .h5 file")
+    p.add_argument("--out", required=True, help="output .npy, .npz or .h5 file (.nc with --observe)")
+    p.add_argument("--observe", action="append", metavar="NAME=FILE",
+                   help="joint models: what is observed of field NAME, NaN where not observed (repeatable)")
+    p.add_argument("--samples", type=int, default=8, help="posterior draws per sample, with --observe")
+    p.add_argument("--method", help="how observations enter, with --observe (default: the model's own)")
+    p.add_argument("--sigma-y", type=float, default=0.0, help="observation noise standard deviation")
     p.add_argument("--sampler", help="a sampler of pdediff.samplers.SAMPLERS (default: the model's own)")
     p.add_argument("--steps", type=int, help="noise levels (default: the model's own)")
     p.add_argument("--seed", type=int, default=0)

@@ -66,22 +66,49 @@ def replacement(denoiser, y: torch.Tensor, mask: torch.Tensor, sigma_data: float
     return posterior
 
 
-def observation_guided(denoiser, y: torch.Tensor, mask: torch.Tensor, sigma_data: float, sigma_y: float = 0.0):
+def observation_guided(denoiser, y: torch.Tensor, mask: torch.Tensor, sigma_data: float, sigma_y=0.0,
+                       cg_steps: int = 0):
     """The posterior denoiser by guidance through the denoiser (see the module docstring): one
-    forward and one backward pass of the network per call."""
+    forward pass and ``1 + cg_steps`` backward passes of the network per call.
+
+    ``cg_steps`` > 0 refines the isotropic model of the observations' covariance by conjugate
+    gradients on the linear-Gaussian update, ``lambda = (M C M^T + sigma_y^2 I)^-1 (y - M D)``,
+    ``D + C M^T lambda``, with Tweedie's covariance ``C = sigma^2 dD/dx`` applied by
+    vector-Jacobian products (exact for Gaussian data, whose dD/dx is symmetric), started from
+    the isotropic step: correlated observations then no longer count as independent evidence.
+    """
+
+    def _dot(a, b):
+        return append_dims((a * b).flatten(1).sum(1), a.ndim)
 
     def posterior(x, sigma, cond):
         sigma = _sigma(sigma, x)
+        s2 = append_dims(sigma**2, x.ndim)
+        r2 = append_dims(tweedie_variance(sigma, torch.as_tensor(sigma_data, dtype=x.dtype, device=x.device)), x.ndim)
+        sy2 = torch.as_tensor(sigma_y, dtype=x.dtype, device=x.device) ** 2
         with torch.enable_grad():
             xg = x.detach().requires_grad_(True)
             d = denoiser(xg, sigma, cond)
-            misfit = mask * (y - d)
-            # u = J^T M (y - D): the gradient of -||M (y - D)||^2 / 2 with respect to x
-            (u,) = torch.autograd.grad(d, xg, grad_outputs=misfit)
-        d, misfit = d.detach(), misfit.detach()
-        r2 = append_dims(tweedie_variance(sigma, torch.as_tensor(sigma_data, dtype=x.dtype, device=x.device)), x.ndim)
-        w = sigma.view(-1, *([1] * (x.ndim - 1))) ** 2 / (r2 + sigma_y**2)
-        return d + w * u
+
+            def cov(v):  # C^T v = sigma^2 (dD/dx)^T v
+                return s2 * torch.autograd.grad(d, xg, grad_outputs=v, retain_graph=True)[0]
+
+            misfit = mask * (y - d.detach())
+            lam = misfit / (r2 + sy2)  # the isotropic model: C = r^2 I
+            step = cov(lam)
+            res = misfit - (mask * step + sy2 * lam)
+            p, rr = res, _dot(res, res)
+            for _ in range(cg_steps):
+                cp = cov(p)
+                ap = mask * cp + sy2 * p
+                pap = _dot(p, ap)
+                ok = (pap > 0) & (rr > 0)  # a network's Jacobian need not be positive: stop there
+                alpha = torch.where(ok, rr / torch.where(ok, pap, torch.ones_like(pap)), torch.zeros_like(pap))
+                lam, step, res = lam + alpha * p, step + alpha * cp, res - alpha * ap
+                rr_new = _dot(res, res)
+                beta = torch.where(ok, rr_new / torch.where(ok, rr, torch.ones_like(rr)), torch.zeros_like(rr))
+                p, rr = res + beta * p, rr_new
+        return d.detach() + step
 
     return posterior
 

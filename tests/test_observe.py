@@ -139,3 +139,122 @@ def test_forward_model_refuses_to_reconstruct():
     solver = pdediff.load_solver()
     with pytest.raises(ValueError, match="forward model.*joint model"):
         solver.reconstruct(phi=np.zeros((64, 64)))
+
+
+# ------------------------------------------------------------------ joint models: training and loading
+def joint_config(dataset, steps=30, observe=False, init=None):
+    from pdediff.config import Config
+
+    c = Config(name="j")
+    c.data.train = [str(dataset / "train.h5")]
+    c.data.valid = [str(dataset / "valid.h5")]
+    c.model.network_kwargs = {"model_channels": 8, "channel_mult": [1, 2], "attention_levels": []}
+    c.model.joint = ["rho", "phi"]
+    c.model.observe = observe
+    c.model.steps = 4
+    c.train.steps = steps
+    c.train.batch_size = 8
+    c.train.warmup_steps = 5
+    c.train.log_every = 10
+    c.train.valid_every = steps
+    c.train.valid_samples = 8
+    c.train.checkpoint_every = steps
+    c.train.threads = 1
+    c.train.init = init
+    return c
+
+
+def test_joint_model_trains_with_exact_ring_and_data_scales(tiny_dataset, tmp_path):
+    import json
+
+    from pdediff.data import load_arrays
+    from pdediff.training import Trainer
+
+    trainer = Trainer(joint_config(tiny_dataset, steps=40).validate(), tmp_path / "run", progress=False)
+    arrays = load_arrays(tiny_dataset / "train.h5", dtype=np.float64)
+    # one scale per field from the data, never a per-sample one (a field may be unobserved)
+    inside = ~boundary_mask(17)
+    assert np.isclose(trainer.norm.field_rms["rho"], np.sqrt(np.mean(arrays["rho"][:, inside] ** 2)), rtol=1e-6)
+    assert np.isclose(trainer.norm.solution_rms, np.sqrt(np.mean(arrays["phi"] ** 2)), rtol=1e-6)
+    x0, cond = trainer._batch()
+    assert x0.shape == (8, 2, 17, 17) and cond.shape == (8, 2, 17, 17)  # g and the ring mask
+    ring = torch.as_tensor(boundary_mask(17))
+    d = trainer.model(x0 + torch.randn_like(x0), torch.full((8,), 1.0), cond)
+    assert torch.all(d[:, 0][:, ring] == 0) and torch.equal(d[:, 1][:, ring], cond[:, 0][:, ring])
+    trainer.run()
+    record = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[-1])
+    assert 0 < record["valid_rel_l2_sigma0.05"] < record["valid_rel_l2_sigma5"]
+
+
+def test_observation_inputs_start_as_the_joint_model_they_grow_from(tiny_dataset, tmp_path):
+    from pdediff.model import load_denoiser
+    from pdediff.training import Trainer, export_checkpoint
+
+    base = Trainer(joint_config(tiny_dataset, steps=10), tmp_path / "base", progress=False)
+    export_checkpoint(base.run(), tmp_path / "base.safetensors")
+    grown = Trainer(joint_config(tiny_dataset, steps=10, observe=True, init=str(tmp_path / "base.safetensors")),
+                    tmp_path / "grown", progress=False)
+    source = load_denoiser(tmp_path / "base.safetensors").denoiser
+    x0, cond = grown._batch()  # cond: g, mask, then rho and phi observations and masks
+    assert cond.shape[1] == 2 + 4 and torch.any(cond[:, 2:] != 0)
+    x = x0 + torch.randn_like(x0)
+    with torch.no_grad():
+        a = grown.model(x, torch.full((8,), 0.7), cond)
+        b = source(x, torch.full((8,), 0.7), cond[:, :2])
+    assert torch.allclose(a, b, atol=1e-6)  # zero weights on the new inputs: the same model
+    grown.run()
+    solver = Solver.from_checkpoint(tmp_path / "grown" / "checkpoint.safetensors")
+    phi = np.full((17, 17), np.nan)
+    phi[8, 8] = 0.1
+    ds = solver.reconstruct(samples=2, phi=phi, steps=3)  # default: the network's own inputs
+    assert ds.attrs["method"] == "none" and np.isfinite(ds["rho"]).all()
+    with pytest.raises(ValueError, match="method='none' would ignore"):
+        Solver.from_checkpoint(tmp_path / "base" / "checkpoint.safetensors").reconstruct(phi=phi, method="none")
+
+
+def test_joint_config_errors_name_the_setting(tiny_dataset, tmp_path):
+    from pdediff.training import Trainer
+
+    c = joint_config(tiny_dataset)
+    c.model.joint = ["rho", "psi"]
+    with pytest.raises(ValueError, match="model.joint=.*psi"):
+        Trainer(c, tmp_path / "a", progress=False)
+    c.model.joint = ["rho"]
+    with pytest.raises(ValueError, match="lacks the solution field 'phi'"):
+        Trainer(c, tmp_path / "b", progress=False)
+    c.model.joint = ["g", "phi"]
+    with pytest.raises(ValueError, match="Dirichlet data"):
+        Trainer(c, tmp_path / "c", progress=False)
+    c.model.joint = ["phi", "phi"]
+    with pytest.raises(ValueError, match="names a field twice"):
+        c.validate()
+    c.model.joint, c.model.observe = [], True
+    with pytest.raises(ValueError, match="model.observe=true needs model.joint"):
+        c.validate()
+
+
+def test_solve_cli_writes_the_posterior_to_netcdf(tiny_dataset, tmp_path, capsys):
+    import xarray as xr
+
+    import solve
+    from pdediff.training import Trainer, export_checkpoint
+
+    export_checkpoint(Trainer(joint_config(tiny_dataset, steps=5), tmp_path / "run", progress=False).run(),
+                      tmp_path / "joint.safetensors")
+    phi = np.full((2, 17, 17), np.nan)
+    phi[:, 5, 5] = [0.2, -0.1]
+    np.save(tmp_path / "phi.npy", phi)
+    out = tmp_path / "post.nc"
+    assert solve.main(["--checkpoint", str(tmp_path / "joint.safetensors"), "--observe", f"phi={tmp_path / 'phi.npy'}",
+                       "--samples", "3", "--steps", "3", "--out", str(out)]) == 0
+    ds = xr.open_dataset(out)
+    assert {"rho", "rho_std", "phi", "phi_std", "residual"} <= set(ds.data_vars) and ds["phi"].shape == (2, 17, 17)
+    assert np.allclose(ds["phi"].values[:, 5, 5], [0.2, -0.1])
+    for argv, message in ((["--observe", "psi=x.npy"], "not a field"), (["--observe", "phi"], "expected NAME=FILE")):
+        with pytest.raises(SystemExit) as exc:
+            solve.main(["--checkpoint", str(tmp_path / "joint.safetensors"), *argv, "--out", str(out)])
+        assert exc.value.code == 2 and message in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:
+        solve.main(["--checkpoint", str(tmp_path / "joint.safetensors"), "--observe", f"phi={tmp_path / 'phi.npy'}",
+                    "--out", str(tmp_path / "post.npy")])
+    assert exc.value.code == 2 and ".nc" in capsys.readouterr().err

@@ -17,6 +17,8 @@ MODELS: dict[str, str] = {
     "darcy": "darcy.safetensors",
     "darcy-broad": "darcy-broad.safetensors",
     "helmholtz": "helmholtz.safetensors",
+    "poisson-joint": "poisson-joint.safetensors",
+    "darcy-joint": "darcy-joint.safetensors",
 }
 
 #: The model ``load_solver()`` loads.

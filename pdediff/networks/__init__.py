@@ -1,9 +1,10 @@
 """Score networks ``net(x, c_noise, cond) -> F`` and the registry that configs and CLIs read.
 
 Every network is built as ``NETWORKS[name](cond_channels, **kwargs)`` with plain JSON-able
-keyword arguments, takes ``x`` (B, 1, H, W), ``c_noise`` (B,) and ``cond``
-(B, cond_channels, H, W), returns (B, 1, H, W), and has ``check_grid(h, w)`` raising
-ValueError for grids it cannot handle.
+keyword arguments (``channels``: the fields denoised, 1 for a forward model, more for a joint
+one), takes ``x`` (B, channels, H, W), ``c_noise`` (B,) and ``cond`` (B, cond_channels, H, W),
+returns (B, channels, H, W), and has ``check_grid(h, w)`` raising ValueError for grids it
+cannot handle.
 """
 
 from __future__ import annotations

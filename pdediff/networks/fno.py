@@ -71,6 +71,7 @@ class FNOScore(nn.Module):
         domain_padding: zero padding added on the high-index side of each axis before the
             Fourier layers, as a fraction of the grid size (0 disables it).
         add_coords: append the node coordinates x, y in [0, 1] as two input channels.
+        channels: the fields denoised together (1: a forward model's solution).
 
     Raises:
         ValueError: on an invalid configuration.

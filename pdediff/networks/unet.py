@@ -120,6 +120,8 @@ class UNet(nn.Module):
         embed: noise-level features, ``"fourier"`` or ``"positional"``.
         dropout: dropout probability inside the residual blocks.
         add_coords: append the node coordinates x, y in [0, 1] as two input channels.
+        channels: the fields denoised together (1: a forward model's solution; a joint model's
+            fields as channels).
 
     Raises:
         ValueError: on an invalid configuration.
