@@ -545,6 +545,7 @@ class Solver:
                 f = torch.as_tensor(filled[k], dtype=self.dtype, device=self.device)
                 y[:, i] = joint_encode_field(self.problem, self.norm, k, f)
                 mask[:, i] = torch.as_tensor(masks[k], dtype=self.dtype, device=self.device)
+        self._warn_scale(y, mask, joint)
         _, cond = joint_encode(self.problem, self.norm, joint, conds) if conds else (None, None)
         if cond is None and self.problem.dirichlet_field is not None:
             _, cond = joint_encode(self.problem, self.norm, joint, {joint[0]: y[:, 0]})
@@ -595,6 +596,21 @@ class Solver:
         return self._posterior_dataset(joint, out, given, masks, single, samples, return_samples,
                                        dict(method=method, sigma_y=float(sigma_y), sampler=sampler, steps=int(steps),
                                             nfe=nfe, samples=int(samples), seconds=seconds))
+
+    def _warn_scale(self, y: torch.Tensor, mask: torch.Tensor, joint) -> None:
+        """A joint model knows fields of its training law's size (each field has one scale; it is
+        not equivariant like the forward models): warn when observations are far from it."""
+        import warnings
+
+        for i, k in enumerate(joint):
+            seen = mask[:, i] > 0
+            if seen.any():
+                rms = float(y[:, i][seen].pow(2).mean().sqrt())
+                if not 0.05 <= rms <= 20:
+                    warnings.warn(f"the observations of {k} have {rms:.3g} times the size of the training data's "
+                                  f"{k} (RMS in the model's units); a joint model learnt fields of its training law's "
+                                  "size: rescale the fields (the PDE is linear) and the answer", AccuracyWarning,
+                                  stacklevel=3)
 
     #: conjugate-gradient refinements of the observation guidance (pdediff.observe)
     _cg_steps = 0
@@ -725,8 +741,15 @@ class Solver:
 
         k = joint.index(self.problem.solution_field)
 
+        method = getattr(self.problem, "guidance_method", None) or self.problem.estimate_method
+        sigma_data = float(self.denoiser.sigma_data)
+
         def posterior(x, sigma, cond):
             d = denoiser(x, sigma, cond).detach()
+            # above sigma_data the estimate is a blurred mean of many fields: solving the PDE on
+            # it says nothing, and its coefficients may be extreme (exp of a noisy channel)
+            if float(torch.as_tensor(sigma).max()) > sigma_data:
+                return d
             fields = {name: joint_decode_field(self.problem, self.norm, name, d[:, i]).double().cpu().numpy()
                       for i, name in enumerate(joint)}
             fields.update(conds)
@@ -738,8 +761,7 @@ class Solver:
             improved = solution.copy()
             with np.errstate(all="ignore"):
                 improved[ok] = self.problem.estimate_step(
-                    solution[ok], *(fields[n][ok] for n in self.problem.condition_fields),
-                    method=self.problem.estimate_method)
+                    solution[ok], *(fields[n][ok] for n in self.problem.condition_fields), method=method)
             if not np.all(np.isfinite(improved)):
                 return d
             step = joint_encode_field(self.problem, self.norm, self.problem.solution_field,

@@ -258,3 +258,13 @@ def test_solve_cli_writes_the_posterior_to_netcdf(tiny_dataset, tmp_path, capsys
         solve.main(["--checkpoint", str(tmp_path / "joint.safetensors"), "--observe", f"phi={tmp_path / 'phi.npy'}",
                     "--out", str(tmp_path / "post.npy")])
     assert exc.value.code == 2 and ".nc" in capsys.readouterr().err
+
+
+def test_observations_far_from_the_training_scale_warn():
+    from pdediff import AccuracyWarning
+
+    solver = oracle_solver(steps=2)
+    phi = np.full((N, N), np.nan)
+    phi[3, 3] = 1e4
+    with pytest.warns(AccuracyWarning, match="phi have 1e\\+04 times the size"):
+        solver.reconstruct(samples=1, phi=phi)

@@ -311,6 +311,9 @@ class Problem:
     #: it), ``"fast"``: the error equation solved by :meth:`fast_solve`, or another name that the
     #: problem's :meth:`estimate_step` knows (Poisson: ``"vcycle"``, batched).
     estimate_method: str = "amg"
+    #: The method of the residual step of ``Solver.reconstruct`` (one iteration a sampler call on
+    #: the solution given the other denoised fields); None: :attr:`estimate_method`.
+    guidance_method: str | None = None
 
     def estimate_error(self, solution, *fields, method: str | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Estimate each sample's relative L2 error against the exact discrete solution, from the
