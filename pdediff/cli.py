@@ -143,24 +143,31 @@ def check_device(argument: str, device: str) -> None:
         ) from None
 
 
+def read_fields(specs, names, problem, flag: str, flags: dict | None = None) -> dict[str, np.ndarray]:
+    """Read ``NAME=FILE`` specs of fields ``names`` of ``problem``; errors name ``flag`` (or the
+    flag ``flags[spec]`` that a spec came from)."""
+    fields = {}
+    for spec in specs:
+        name, sep, path = spec.partition("=")
+        if not sep or not name or not path:
+            raise ValueError(f"{flag}={spec!r} is invalid; expected NAME=FILE with NAME one of {list(names)}")
+        if name not in names:
+            raise ValueError(f"{flag} {name}=...: {name!r} is not a field of problem {problem.name!r}; "
+                             f"expected one of {list(names)}")
+        if name in fields:
+            raise ValueError(f"{flag} {name}=... is given twice")
+        try:
+            fields[name] = read_array(path, name)
+        except ValueError as exc:
+            raise ValueError(f"{(flags or {}).get(spec, f'{flag} {name}=...')}: {exc}") from None
+    return fields
+
+
 def reconstruct_main(args, solver) -> int:
     """solve.py --observe: posterior draws of a joint model, means and spreads to netCDF."""
     problem = solver.problem
     names = (*problem.condition_fields, *problem.solution_fields)
-    observed = {}
-    for spec in [*(args.observe or []), *(args.field or [])]:
-        name, sep, path = spec.partition("=")
-        if not sep or not name or not path:
-            raise ValueError(f"--observe={spec!r} is invalid; expected NAME=FILE with NAME one of {list(names)}")
-        if name not in names:
-            raise ValueError(f"--observe {name}=...: {name!r} is not a field of problem {problem.name!r}; "
-                             f"expected one of {list(names)}")
-        if name in observed:
-            raise ValueError(f"--observe {name}=... is given twice")
-        try:
-            observed[name] = read_array(path, name)
-        except ValueError as exc:
-            raise ValueError(f"--observe {name}=...: {exc}") from None
+    observed = read_fields([*(args.observe or []), *(args.field or [])], names, problem, "--observe")
     if args.limit is not None:
         if args.limit < 1:
             raise ValueError(f"--limit={args.limit}; expected an integer >= 1")
@@ -208,20 +215,7 @@ def solve_main(args) -> int:
     if getattr(args, "g", None) is not None:
         specs.append(f"{problem.dirichlet_field or 'g'}={args.g}")
         flags[specs[-1]] = "--g"
-    fields = {}
-    for spec in specs:
-        name, sep, path = spec.partition("=")
-        if not sep or not name or not path:
-            raise ValueError(f"--field={spec!r} is invalid; expected NAME=FILE with NAME one of {list(names)}")
-        if name not in names:
-            raise ValueError(f"--field {name}=...: {name!r} is not a field of problem {problem.name!r}; "
-                             f"expected one of {list(names)}")
-        if name in fields:
-            raise ValueError(f"--field {name}=... is given twice")
-        try:
-            fields[name] = read_array(path, name)
-        except ValueError as exc:
-            raise ValueError(f"{flags.get(spec, f'--field {name}=...')}: {exc}") from None
+    fields = read_fields(specs, names, problem, "--field", flags)
     if not fields:
         raise ValueError(f"no fields given; expected --field NAME=FILE for the fields {list(names)} of problem "
                          f"{problem.name!r} (--rho FILE for the first)")
