@@ -476,8 +476,9 @@ class Solver:
                 ``"replace+residual"`` (followed by a line-search step on the PDE residual with
                 the exact operator). None: the model's default, measured best (README,
                 "Observations and inverse problems").
-            sigma_y: standard deviation of the observation noise, in the fields' own units
-                (0: exact observations, imposed exactly on the returned draws).
+            sigma_y: standard deviation of the observation noise, in the fields' own units (of
+                log a for a coefficient; 0: exact observations, imposed exactly on the returned
+                draws).
             sampler, steps: the sampler and its noise levels (None: the model's own,
                 ``config.model.sampler`` and ``config.model.steps``).
             batch_size: draws per network batch.
