@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import math
 import time
 from pathlib import Path
@@ -214,7 +215,7 @@ def main(argv=None) -> int:
             "darcy": load_arrays(args.darcy_data, split="test", dtype=np.float64, limit=args.count)}
     report = {"settings": vars(args), "device": str(args.device), "stages": {}}
     lines = ["# Reconstruction from observations", "",
-             f"`python -m benchmarks.observe {' '.join(argv) if argv else ''}`".replace(" `", "`"), "",
+             "`python -m benchmarks.observe " + " ".join(sys.argv[1:] if argv is None else argv) + "`", "",
              f"{args.count} test samples a task, {args.samples} posterior draws each; errors are the mean over "
              "samples of the relative L2 error of the posterior mean; 'within 2 std': the share of unobserved "
              "nodes where |mean - truth| <= 2 posterior standard deviations (target >= 80 %).", ""]
