@@ -41,7 +41,10 @@ class Normalisation:
     offsets: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        d = asdict(self)
+        if not d["offsets"]:  # forward models: the metadata they always had
+            del d["offsets"]
+        return d
 
     @classmethod
     def from_dict(cls, d: dict) -> "Normalisation":

@@ -21,8 +21,9 @@ standard deviation sigma_data makes x0 | x roughly N(D, r^2 I) with
   sigma_y^2) I) times sigma^2. For isotropic Gaussian data both are the exact posterior
   denoiser. (Capping the step at the exact line search on the observation misfit, against
   overshoot where correlated observations count as independent evidence, was measured and
-  dropped: on 3 % of Poisson's phi the error of phi went from 10.5 % uncapped to 22.6 %
-  capped, and Darcy's u from 11 % to 25 %: the cap mostly shrank useful steps.)
+  dropped: from 3 % of a solution field the error went from 10.5 % uncapped to 22.6 % capped
+  on one shipped model and from 11 % to 25 % on the other: the cap mostly shrank useful
+  steps; README, "Observations and inverse problems".)
 * ``+residual`` (``Solver.reconstruct``): after either, one iteration of the problem's
   preconditioned iterative method on the denoised solution given the other denoised fields
   (PDE-residual guidance with the exact operator).

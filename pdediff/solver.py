@@ -511,7 +511,8 @@ class Solver:
         if not joint:
             raise ValueError(f"this model is a forward model of {self.problem.solution_field} given "
                              f"{list(self.problem.condition_fields)} (its posterior is a spike); reconstruct needs "
-                             f"a joint model: expected load_solver('poisson-joint') or load_solver('darcy-joint')")
+                             f"a joint model: expected one of the shipped '-joint' models (pdediff.models.MODELS) or a checkpoint "
+                             f"with model.joint")
         for name, value, low in (("samples", samples, 1), ("batch_size", batch_size, 1), ("seed", seed, 0)):
             if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < low:
                 raise ValueError(f"{name}={value!r} is invalid; expected an integer >= {low}")
@@ -607,7 +608,7 @@ class Solver:
             seen = mask[:, i] > 0
             if seen.any():
                 rms = float(y[:, i][seen].pow(2).mean().sqrt())
-                # the Poisson training split's samples span 0.004-3.2 (phi) and 0.01-2 (rho)
+                # the shipped joint models' training samples span 0.004-3.2 and 0.01-2 times it
                 if not 1e-3 <= rms <= 10:
                     warnings.warn(f"the observations of {k} have {rms:.3g} times the size of the training data's "
                                   f"{k} (RMS in the model's units); a joint model learnt fields of its training law's "
@@ -741,8 +742,8 @@ class Solver:
 
     def _solver_step(self, denoiser, conds: dict, joint, known: np.ndarray):
         """Follow each denoised estimate of the samples ``known`` (B,) by one iteration of the
-        problem's preconditioned iterative method (``Problem.estimate_step``: for Poisson a conjugate-gradient step
-        preconditioned by a V-cycle, for Darcy by AMG) on the solution field, with the other
+        problem's preconditioned iterative method (``Problem.estimate_step``, e.g. a conjugate-gradient step
+        preconditioned by a V-cycle) on the solution field, with the other
         fields as denoised (sources, coefficients) or given (conditions): PDE-residual guidance
         with the exact operator, which contracts the solution's error given the others by the
         method's factor at every call."""
