@@ -64,8 +64,8 @@ def test_posterior_denoisers_are_exact_for_isotropic_gaussian_data():
                 assert torch.allclose(got, exact, atol=1e-12), (make.__name__, sigma, sigma_y)
 
 
-@pytest.mark.parametrize("method", ["dps", "replace"])
-def test_reconstruct_samples_the_gaussian_posterior(method):
+@pytest.mark.parametrize("method, cg_steps", [("dps", 0), ("replace", 0), ("dps", 2)])
+def test_reconstruct_samples_the_gaussian_posterior(method, cg_steps):
     solver = oracle_solver()
     rng = np.random.default_rng(0)
     phi = np.full((N, N), np.nan)
@@ -75,7 +75,7 @@ def test_reconstruct_samples_the_gaussian_posterior(method):
     sigma_y = 0.5
     draws = 3000
     ds = solver.reconstruct(samples=draws, seed=1, method=method, sigma_y=sigma_y, batch_size=1000,
-                            rho=rho, phi=phi, return_samples=True)
+                            rho=rho, phi=phi, return_samples=True, cg_steps=cg_steps)
     inside = ~boundary_mask(N)
     se = S / np.sqrt(draws)
     post_var = S**2 * sigma_y**2 / (S**2 + sigma_y**2)
@@ -127,6 +127,7 @@ def test_reconstruct_bad_input_names_the_field():
         (dict(g=np.zeros((N, N))), "nothing of"),
         (dict(phi=phi, method="magic"), "method='magic'"),
         (dict(phi=phi, sigma_y=-1.0), "sigma_y=-1.0"),
+        (dict(phi=phi, cg_steps=-1), "cg_steps=-1"),
     ]
     for kwargs, message in cases:
         with pytest.raises(ValueError, match=message):
