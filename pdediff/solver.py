@@ -486,9 +486,10 @@ class Solver:
             return_samples: also return every draw (``<field>_samples``, dims sample, draw, y, x).
             cg_steps: with ``dps``, conjugate-gradient refinements of the observations'
                 covariance by Tweedie's sigma^2 dD/dx (:func:`pdediff.observe.observation_guided`;
-                one backward pass each). Measured on 2 samples: from 30 % of Darcy's a, u went
-                10.6 % -> 3.8 % with 2 steps; from 3 % of Poisson's phi, phi diverged (17 % ->
-                5,500 %): the network's Jacobian is not always a covariance. Default 0.
+                one backward pass each). Measured on 2 samples of each shipped joint model: with
+                2 steps, from 30 % of a coefficient the solution's error went 10.6 % -> 3.8 %;
+                from 3 % of a solution it diverged (17 % -> 5,500 %): the network's Jacobian is
+                not always a covariance (README). Default 0.
             **observed: the fields, each (N, N) or (B, N, N), NaN at the nodes not observed. A
                 joint field not given is wholly unknown; a condition field of the model (e.g.
                 Dirichlet data ``g``) must be given whole or takes its default. Values where a
