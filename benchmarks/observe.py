@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from pdediff import metrics
+from pdediff.conditioning import unknown_nodes
 from pdediff.atomic import write_text
 
 RESULTS = Path(__file__).parent / "results"
@@ -46,15 +47,15 @@ TASKS = {
 KS = (0.5, 1.0, 1.5, 2.0, 2.5, 3.0)
 
 
-def observation(field: np.ndarray, fraction: float | None, seed: int, interior: bool) -> np.ndarray:
-    """``field`` (B, N, N) with NaN except at ``fraction`` of its nodes (of the interior when
-    ``interior``), drawn per sample from (seed, sample); the whole field for None."""
+def observation(field: np.ndarray, fraction: float | None, seed: int, where: np.ndarray) -> np.ndarray:
+    """``field`` (B, N, N) with NaN except at ``fraction`` of its nodes, drawn among the nodes
+    ``where`` (N, N) per sample from (seed, sample); the whole field for None."""
     if fraction is None:
         return field.astype(np.float64)
     count, n = field.shape[0], field.shape[-1]
     out = np.full(field.shape, np.nan)
     nodes = np.arange(n * n).reshape(n, n)
-    pool = (nodes[1:-1, 1:-1] if interior else nodes).ravel()
+    pool = nodes[where]  # row-major, as the draws were made
     k = max(1, round(fraction * n * n))
     for b in range(count):
         pick = np.random.default_rng([seed, b]).choice(pool, size=k, replace=False)
@@ -67,8 +68,8 @@ def run_task(solver, arrays: dict, task: str, fraction, method: str, samples: in
     """Reconstruct the task's unknown fields; errors, coverage, cost."""
     _, field, _, targets = TASKS[task]
     problem = solver.problem
-    interior = field in problem.solution_fields or problem.field(field).role != "coefficient"
-    observed = {field: observation(arrays[field], fraction, seed, interior)}
+    n = arrays[field].shape[-1]
+    observed = {field: observation(arrays[field], fraction, seed, unknown_nodes(problem, field, n))}
     for k in problem.condition_fields:  # conditions of the joint model, given whole
         if k not in solver.config.model.joint:
             observed[k] = arrays[k].astype(np.float64)
@@ -78,16 +79,14 @@ def run_task(solver, arrays: dict, task: str, fraction, method: str, samples: in
     seconds = time.perf_counter() - t0
     row = {"task": task, "fraction": fraction, "method": method, "steps": ds.attrs["steps"], "nfe": ds.attrs["nfe"],
            "seconds_per_sample": seconds / len(arrays[field]), "samples": samples}
-    n = arrays[field].shape[-1]
     for k in solver.config.model.joint:
-        # a source is compared where it acts (the PDE ignores its ring values)
+        # a source is compared where it acts (the PDE ignores its ring values), a solution whole
         acts = np.ones((n, n), bool) if k in problem.solution_fields else problem.support(k, n)
         err = metrics.relative_l2(np.where(acts, ds[k].values, 0.0), np.where(acts, arrays[k], 0.0))
         row[f"{k}_rel_l2"] = float(err.mean())
-        unobserved = ~np.isfinite(observed[k]) if k in observed else np.ones(arrays[k].shape, bool)
-        if k in problem.solution_fields and problem.dirichlet_field is not None:
-            unobserved[:, [0, -1], :] = False
-            unobserved[:, :, [0, -1]] = False
+        # coverage over the nodes that were unknown and not observed
+        unobserved = (~np.isfinite(observed[k]) if k in observed else np.ones(arrays[k].shape, bool)) & \
+            unknown_nodes(problem, k, n)
         z = np.abs(ds[k].values - arrays[k]) / np.maximum(ds[f"{k}_std"].values, 1e-300)
         row[f"{k}_coverage"] = {str(c): float(np.mean(z[unobserved] <= c)) for c in KS}
     row["residual_rel"] = float(np.mean(ds["residual_rel"].values))

@@ -301,6 +301,14 @@ def joint_channel_names(problem: Problem, joint, observe: bool = False) -> list[
     return names
 
 
+def unknown_nodes(problem: Problem, name: str, n: int) -> np.ndarray:
+    """Boolean (n, n): where joint field ``name`` is unknown and can be observed (where it acts;
+    a solution's ring is the Dirichlet data, a condition, when the problem has them)."""
+    if name in problem.solution_fields:
+        return ~boundary_mask(n) if problem.dirichlet_field is not None else np.ones((n, n), dtype=bool)
+    return problem.support(name, n)
+
+
 def observation_channels(y: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """The network inputs of observations ``y`` (B, C, N, N, model units) seen where ``mask``
     is 1: per field its masked values and its mask, (B, 2C, N, N)."""
@@ -324,10 +332,7 @@ def random_observations(problem: Problem, joint, shape, generator: torch.Generat
                         torch.where(kind < law["whole"] + law["none"], torch.zeros_like(share), share))
     mask = (torch.rand((b, c, n, n), generator=generator, device=device) < share[:, :, None, None]).float()
     for i, k in enumerate(joint):
-        acts = _joint_support(problem, k, n, device)
-        if k in problem.solution_fields and problem.dirichlet_field is not None:
-            acts = ~torch.tensor(boundary_mask(n), device=device)
-        mask[:, i] *= acts
+        mask[:, i] *= torch.as_tensor(unknown_nodes(problem, k, n), device=device)
     return mask
 
 
@@ -341,7 +346,7 @@ def _joint_support(problem: Problem, name: str, n: int, device) -> torch.Tensor:
     return _support(problem, name, n, device)
 
 
-def _joint_unit(problem: Problem, norm: Normalisation, name: str) -> float:
+def joint_unit(problem: Problem, norm: Normalisation, name: str) -> float:
     # Dirichlet data share the solution's units, so the denoiser can copy them onto the ring
     if name == problem.dirichlet_field or name in problem.solution_fields:
         return norm.solution_rms
@@ -354,14 +359,14 @@ def joint_encode_field(problem: Problem, norm: Normalisation, name: str, f: torc
     if _role(problem, name) == COEFFICIENT:
         return (f.log() - norm.offsets.get(name, 0.0)) / norm.field_rms[name]
     support = _joint_support(problem, name, f.shape[-1], f.device)
-    return torch.where(support, f, torch.zeros_like(f)) / _joint_unit(problem, norm, name)
+    return torch.where(support, f, torch.zeros_like(f)) / joint_unit(problem, norm, name)
 
 
 def joint_decode_field(problem: Problem, norm: Normalisation, name: str, x: torch.Tensor) -> torch.Tensor:
     """Inverse of :func:`joint_encode_field`."""
     if _role(problem, name) == COEFFICIENT:
         return (x * norm.field_rms[name] + norm.offsets.get(name, 0.0)).exp()
-    return x * _joint_unit(problem, norm, name)
+    return x * joint_unit(problem, norm, name)
 
 
 def joint_encode(problem: Problem, norm: Normalisation, joint, fields: dict[str, torch.Tensor]):

@@ -17,7 +17,8 @@ import numpy as np
 import torch
 
 from pdediff import AccuracyWarning
-from pdediff.conditioning import Normalisation, decode_fields, decode_solution, dirichlet_channels, encode
+from pdediff.conditioning import (Normalisation, decode_fields, decode_solution, dirichlet_channels, encode, joint_unit,
+                                  unknown_nodes)
 from pdediff.config import Config
 from pdediff.guidance import residual_guided
 from pdediff.model import load_denoiser
@@ -555,9 +556,8 @@ class Solver:
                 y[:, i] = joint_encode_field(self.problem, self.norm, k, f)
                 mask[:, i] = torch.as_tensor(masks[k], dtype=self.dtype, device=self.device)
         self._warn_scale(y, mask, joint)
+        # Dirichlet data are never joint fields (check_joint), so a problem with a ring has conditions
         _, cond = joint_encode(self.problem, self.norm, joint, conds) if conds else (None, None)
-        if cond is None and self.problem.dirichlet_field is not None:
-            _, cond = joint_encode(self.problem, self.norm, joint, {joint[0]: y[:, 0]})
         if self.config.model.observe:  # the network takes the observations as inputs
             from pdediff.conditioning import observation_channels
 
@@ -628,10 +628,7 @@ class Solver:
         n = mask.shape[-1]
         out = torch.zeros(mask.shape[:2] + (1, 1), dtype=mask.dtype, device=mask.device)
         for i, k in enumerate(joint):
-            acts = np.ones((n, n), bool) if k in self.problem.solution_fields else self.problem.support(k, n)
-            if k == self.problem.solution_field and self.problem.dirichlet_field is not None:
-                acts = ~boundary_mask(n)
-            acts = torch.as_tensor(acts, device=mask.device)
+            acts = torch.as_tensor(unknown_nodes(self.problem, k, n), device=mask.device)
             out[:, i, 0, 0] = (mask[:, i][:, acts] > 0).all(dim=1).to(mask.dtype)
         return out
 
@@ -640,9 +637,7 @@ class Solver:
 
     def _joint_unit(self, name: str) -> float:
         """A field's scale in the joint model's units (coefficients: of their logarithm)."""
-        from pdediff.conditioning import _joint_unit
-
-        return _joint_unit(self.problem, self.norm, name)
+        return joint_unit(self.problem, self.norm, name)
 
     def _observations(self, joint, observed: dict):
         """Check and gather ``reconstruct``'s fields: ``(given, masks, single)`` with every given
@@ -700,10 +695,7 @@ class Solver:
         for k in joint:
             if k not in arrays:
                 continue
-            acts = np.ones((n, n), bool) if k in self.problem.solution_fields else self.problem.support(k, n)
-            if k == self.problem.solution_field and self.problem.dirichlet_field is not None:
-                acts = ~boundary_mask(n)  # the ring is the Dirichlet data, a condition
-            m = np.isfinite(arrays[k]) & acts
+            m = np.isfinite(arrays[k]) & unknown_nodes(self.problem, k, n)
             if not m.any():
                 raise ValueError(f"{k} has no observed node where it acts (all NaN); expected at least one finite "
                                  f"value, or leave {k} out to treat it as unknown")

@@ -269,3 +269,19 @@ def test_observations_far_from_the_training_scale_warn():
     phi[3, 3] = 1e4
     with pytest.warns(AccuracyWarning, match="phi have 1e\\+04 times the size"):
         solver.reconstruct(samples=1, phi=phi)
+
+
+def test_benchmark_observations_fall_where_a_field_is_unknown():
+    from benchmarks.observe import observation
+    from pdediff.conditioning import unknown_nodes
+    from pdediff.problems import get_problem
+
+    field = np.arange(2 * 16 * 16, dtype=float).reshape(2, 16, 16)
+    where = unknown_nodes(get_problem("poisson"), "phi", 16)
+    assert not where[boundary_mask(16)].any() and where[~boundary_mask(16)].all()
+    seen = observation(field, 0.1, 0, where)
+    kept = np.isfinite(seen)
+    assert np.all(kept.sum(axis=(1, 2)) == round(0.1 * 256)) and not kept[:, boundary_mask(16)].any()
+    assert np.array_equal(seen[kept], field[kept])
+    assert np.array_equal(observation(field, 0.1, 0, where), seen)  # seeded
+    assert np.array_equal(observation(field, None, 0, where), field)
