@@ -14,7 +14,7 @@ from pdediff.problems.base import Grid
 from benchmarks.observe import observation
 from pdediff.conditioning import unknown_nodes
 
-def run(solver, truth, observed, name, **kw):
+def run(label, solver, truth, observed, name, **kw):
     with warnings.catch_warnings(record=True) as w:
         warnings.simplefilter("always", AccuracyWarning)
         ds = solver.reconstruct(samples=4, **observed, **kw)
@@ -23,15 +23,22 @@ def run(solver, truth, observed, name, **kw):
     inside = np.s_[:, 1:-1, 1:-1]
     print(f"{label:40s} {name} {100*err.mean():7.2f} %  within 2 std {100*np.mean(z[inside] <= 2):5.1f} %  warned {len(w)}", flush=True)
 
-p = pdediff.load_solver("poisson-joint")
-for src in ("deltas", "lines", "waves", "rough"):
-    rho, g = draw(64, 2, source=src, boundary="smooth", seed=7)
-    phi = p.problem.reference_solve(rho, g)
-    label = f"poisson {src}: whole rho"; run(p, phi, dict(rho=rho, g=g), "phi")
-    label = f"poisson {src}: 3 % of phi"; run(p, phi, dict(phi=observation(phi, 0.03, 0, unknown_nodes(p.problem, 'phi', 64)), g=g), "phi")
-d = pdediff.load_solver("darcy-joint")
-rngs = [np.random.default_rng([7, k]) for k in range(2)]
-a = get_coefficient("lognormal").sample(Grid(64), rngs)
-u = d.problem.reference_solve(a)
-label = "darcy lognormal a: 3 % of a"; run(d, u, dict(a=observation(a, 0.03, 0, unknown_nodes(d.problem, 'a', 64))), "u")
-label = "darcy lognormal a: 3 % of u"; run(d, a, dict(u=observation(u, 0.03, 0, unknown_nodes(d.problem, 'u', 64))), "a")
+
+def main() -> int:
+    p = pdediff.load_solver("poisson-joint")
+    for src in ("deltas", "lines", "waves", "rough"):
+        rho, g = draw(64, 2, source=src, boundary="smooth", seed=7)
+        phi = p.problem.reference_solve(rho, g)
+        run(f"poisson {src}: whole rho", p, phi, dict(rho=rho, g=g), "phi")
+        run(f"poisson {src}: 3 % of phi", p, phi, dict(phi=observation(phi, 0.03, 0, unknown_nodes(p.problem, 'phi', 64)), g=g), "phi")
+    d = pdediff.load_solver("darcy-joint")
+    rngs = [np.random.default_rng([7, k]) for k in range(2)]
+    a = get_coefficient("lognormal").sample(Grid(64), rngs)
+    u = d.problem.reference_solve(a)
+    run("darcy lognormal a: 3 % of a", d, u, dict(a=observation(a, 0.03, 0, unknown_nodes(d.problem, 'a', 64))), "u")
+    run("darcy lognormal a: 3 % of u", d, a, dict(u=observation(u, 0.03, 0, unknown_nodes(d.problem, 'u', 64))), "a")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
