@@ -47,3 +47,22 @@ def residual_guided(denoiser, residual_fn, weight: float, fixed_channel: int | N
         return d - weight * alpha.view(-1, *([1] * (grad.ndim - 1))) * grad
 
     return guided
+
+
+def classifier_free(denoiser, weight: float):
+    """Classifier-free guidance (Ho & Salimans 2022, arXiv:2207.12598) of a denoiser trained
+    with a null condition (``model.cond_dropout``):
+
+        D_w(x) = (1 + w) D(x | c) - w D(x | null),
+
+    written as ``D + w (D - D_null)``; ``weight`` w = 0 returns ``denoiser`` itself, so the
+    unguided answer is reproduced exactly. Each call costs two network evaluations.
+    """
+    if weight == 0:
+        return denoiser
+
+    def guided(x, sigma, cond):
+        d = denoiser(x, sigma, cond)
+        return d + weight * (d - denoiser(x, sigma, cond, null=True))
+
+    return guided

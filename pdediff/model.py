@@ -54,17 +54,31 @@ def build_denoiser(config: Config, problem: Problem, norm: Normalisation) -> Den
     net = build_network(config.model.network, **network_channels(config, problem), **config.model.network_kwargs)
     sigma_data = config.model.sigma_data if config.model.sigma_data is not None else norm.sigma_data
     joint = config.model.joint
+    options = dict(precond=config.model.precond, energy=config.model.energy,
+                   null_channels=null_channels(config, problem) if config.model.cond_dropout > 0 else None)
     if not joint:
         dirichlet, mask = dirichlet_channels(problem)
-        return Denoiser(net, sigma_data=float(sigma_data), dirichlet_channel=dirichlet, mask_channel=mask,
-                        precond=config.model.precond)
+        return Denoiser(net, sigma_data=float(sigma_data), dirichlet_channel=dirichlet, mask_channel=mask, **options)
     names = joint_channel_names(problem, joint, config.model.observe)
     solution, sources = joint_ring_channels(problem, tuple(joint))
     ring = problem.dirichlet_field is not None
-    return Denoiser(net, sigma_data=float(sigma_data), precond=config.model.precond,
+    return Denoiser(net, sigma_data=float(sigma_data),
                     dirichlet_channel=names.index(problem.dirichlet_field) if ring else None,
                     mask_channel=names.index("mask") if ring else None,
-                    solution_channel=solution or 0, interior_channels=sources)
+                    solution_channel=solution or 0, interior_channels=sources, **options)
+
+
+def condition_names(config: Config, problem: Problem) -> list[str]:
+    """The names of the condition channels of ``config``'s network (without the presence flag)."""
+    joint = config.model.joint
+    return joint_channel_names(problem, joint, config.model.observe) if joint else channel_names(problem)
+
+
+def null_channels(config: Config, problem: Problem) -> tuple[int, ...]:
+    """The condition channels zeroed in the null condition of classifier-free guidance: every
+    condition but the Dirichlet data and the ring mask (imposed exactly, so kept)."""
+    keep = {problem.dirichlet_field, "mask"}
+    return tuple(i for i, name in enumerate(condition_names(config, problem)) if name not in keep)
 
 
 def network_channels(config: Config, problem: Problem) -> dict:
@@ -72,10 +86,11 @@ def network_channels(config: Config, problem: Problem) -> dict:
     channel and every condition field for a forward model; the joint fields and the others for
     a joint model (``model.joint``, checked here)."""
     joint = config.model.joint
+    flag = int(config.model.cond_dropout > 0)  # the presence flag of the null condition
     if not joint:
-        return {"cond_channels": len(channel_names(problem))}
+        return {"cond_channels": len(channel_names(problem)) + flag}
     joint = check_joint(problem, joint)
-    return {"channels": len(joint), "cond_channels": len(joint_channel_names(problem, joint, config.model.observe))}
+    return {"channels": len(joint), "cond_channels": len(joint_channel_names(problem, joint, config.model.observe)) + flag}
 
 
 @dataclass

@@ -20,7 +20,7 @@ from pdediff import AccuracyWarning
 from pdediff.conditioning import (Normalisation, decode_fields, decode_solution, dirichlet_channels, encode, joint_unit,
                                   unknown_nodes)
 from pdediff.config import Config
-from pdediff.guidance import residual_guided
+from pdediff.guidance import classifier_free, residual_guided
 from pdediff.model import load_denoiser
 from pdediff.problems import as_field
 from pdediff.problems.base import DIRICHLET, boundary_mask
@@ -211,7 +211,7 @@ class Solver:
               batch_size: int = 64, guidance: float = 0.0, polish: int = 0, polish_method: str = "amg",
               sampler_options: dict | None = None, progress: bool = False,
               return_info: bool = False, any_grid: bool = False, resample: bool = False,
-              tol: float | None = None, estimate: bool = True, **named):
+              tol: float | None = None, estimate: bool = True, cfg: float = 0.0, **named):
         """Solve for the fields of one sample (N, N) or a batch (B, N, N).
 
         Args:
@@ -250,6 +250,9 @@ class Solver:
             estimate: estimate each sample's error (``info.error_estimate``) and warn
                 (AccuracyWarning) when any exceeds 5 %; it costs one iteration of the problem's
                 preconditioned iterative method. False: neither (``tol`` needs it).
+            cfg: classifier-free guidance weight w, ``D = (1 + w) D(x | c) - w D(x | null)``,
+                for a model trained with a null condition (``model.cond_dropout``); 0 (default)
+                is the unguided answer exactly. Each step then costs two network evaluations.
 
         Returns:
             phi as a float64 NumPy array of the shape of the first field; exactly equal to the
@@ -266,6 +269,7 @@ class Solver:
                                              sampler_options, any_grid, resample, progress=progress,
                                              return_info=return_info, estimate=estimate)
         tol = self._check_tol(tol, estimate)
+        self._check_cfg(cfg)
         batch = self._fields(fields, named, any_grid, resample)
         first = self.problem.condition_fields[0]
         single = batch[first].ndim == 2
@@ -277,7 +281,7 @@ class Solver:
         batch, magnitude = self._prescale(batch)
         m = self.grid_size if resample and self.grid_size and self.grid_size != n else n
         out = self._sample(self._to_grid(batch, m), sampler, steps, seed, batch_size, guidance,
-                           sampler_options, progress, info)
+                           sampler_options, progress, info, cfg)
         out = self._impose_dirichlet(prolong(out, n) if m != n and count else out, batch)
         if polish > 0 and count:
             out, iters = self.problem.iterative_solve(out, *(batch[k] for k in self.problem.condition_fields),
@@ -329,6 +333,14 @@ class Solver:
                              f"{sorted(self.problem.iterative_methods)}")
         _check_sampler_options(sampler, sampler_options)
         return sampler, int(steps)
+
+    def _check_cfg(self, cfg) -> None:
+        """Classifier-free guidance needs a finite weight and a model with a null condition."""
+        if not isinstance(cfg, (int, float, np.integer, np.floating)) or isinstance(cfg, bool) or not np.isfinite(cfg):
+            raise ValueError(f"cfg={cfg!r} is invalid; expected a finite guidance weight (0: unguided)")
+        if cfg != 0 and getattr(self.denoiser, "null_channels", None) is None:
+            raise ValueError(f"cfg={cfg!r} needs a model trained with a null condition (model.cond_dropout > 0); "
+                             f"this one has model.cond_dropout={self.config.model.cond_dropout}: expected cfg=0")
 
     def _check_tol(self, tol, estimate: bool) -> float | None:
         if tol is None:
@@ -419,14 +431,15 @@ class Solver:
         return out
 
     def _sample(self, net_batch: dict[str, np.ndarray], sampler: str, steps: int, seed: int, batch_size: int,
-                guidance: float, sampler_options: dict | None, progress: bool, info: SolveInfo) -> np.ndarray:
+                guidance: float, sampler_options: dict | None, progress: bool, info: SolveInfo,
+                cfg: float = 0.0) -> np.ndarray:
         """Run the sampler batch by batch on the network's grid; the decoded solutions (B, m, m)."""
         first = self.problem.condition_fields[0]
         count, m = net_batch[first].shape[0], net_batch[first].shape[-1]
-        denoiser = self.denoiser
+        denoiser = classifier_free(self.denoiser, cfg)
         if guidance > 0:
             _, mask_channel = dirichlet_channels(self.problem)
-            denoiser = residual_guided(self.denoiser, self._normalised_residual, guidance, mask_channel)
+            denoiser = residual_guided(denoiser, self._normalised_residual, guidance, mask_channel)
         sigmas = get_sigmas_karras(steps, self.config.model.sigma_min, self.config.model.sigma_max,
                                    device=self.device).to(self.dtype)
         step = SAMPLERS[sampler]
@@ -447,9 +460,9 @@ class Solver:
             x = x.contiguous(memory_format=self.memory_format)
             gens = _generators(seed, start, count_b, 1)
             # inference mode where no gradient is taken (residual guidance differentiates)
-            with torch.no_grad() if guidance > 0 else torch.inference_mode():
+            with torch.no_grad() if guidance > 0 or getattr(self.denoiser, "energy", False) else torch.inference_mode():
                 x, nfe = step(denoiser, x, sigmas, cond, generator=gens, **(sampler_options or {}))
-            info.nfe = max(info.nfe, int(nfe))
+            info.nfe = max(info.nfe, int(nfe) * (2 if cfg else 1))  # network evaluations
             out[start:stop] = decode_solution(self.norm, x, s).double().cpu().numpy()
         return out
 
@@ -462,7 +475,8 @@ class Solver:
     # ---------------------------------------------------------------- observations
     def reconstruct(self, samples: int = 8, seed: int = 0, *, method: str | None = None, sigma_y: float = 0.0,
                     sampler: str | None = None, steps: int | None = None, batch_size: int = 64,
-                    progress: bool = False, return_samples: bool = False, cg_steps: int = 0, **observed):
+                    progress: bool = False, return_samples: bool = False, cg_steps: int = 0, cfg: float = 0.0,
+                    **observed):
         """Sample a joint model's fields given what is observed of them (a joint model only).
 
         Args:
@@ -491,6 +505,9 @@ class Solver:
                 2 steps, from 30 % of a coefficient the solution's error went 10.6 % -> 3.8 %;
                 from 3 % of a solution it diverged (17 % -> 5,500 %): the network's Jacobian is
                 not always a covariance (README). Default 0.
+            cfg: classifier-free guidance weight w (a model with ``model.cond_dropout``; the null
+                condition drops the observations' channels and the source and coefficient
+                conditions): ``D = (1 + w) D(x | c) - w D(x | null)``; 0 is the unguided answer.
             **observed: the fields, each (N, N) or (B, N, N), NaN at the nodes not observed. A
                 joint field not given is wholly unknown; a condition field of the model (e.g.
                 Dirichlet data ``g``) must be given whole or takes its default. Values where a
@@ -540,6 +557,7 @@ class Solver:
             if not isinstance(value, (bool, np.bool_)):
                 raise ValueError(f"{flag}={value!r} is invalid; expected True or False")
         sampler, steps = self._check_options(sampler, steps, seed, batch_size, 0.0, 0, "amg", None, False, False)
+        self._check_cfg(cfg)
         given, masks, single = self._observations(joint, observed)
         count, n = next(iter(given.values())).shape[0], next(iter(given.values())).shape[-1]
         t0 = time.perf_counter()
@@ -583,12 +601,12 @@ class Solver:
             cb = None if cond is None else cond[which]
             conds_b = {k: given[k][np.arange(start, stop) // samples] for k in joint_conditions(self.problem, joint)}
             posterior = self._posterior(method, yb, mb, cb, sigma_data, float(sigma_y) / unit, joint, conds_b,
-                                        int(cg_steps))
+                                        int(cg_steps), cfg)
             x = randn((stop - start, len(joint), n, n), _generators(seed, start, stop - start, 0), self.device,
                       self.dtype) * sigmas[0]
             with torch.no_grad():
                 x, used = SAMPLERS[sampler](posterior, x, sigmas, cb, generator=_generators(seed, start, stop - start, 1))
-            nfe = max(nfe, int(used))
+            nfe = max(nfe, int(used) * (2 if cfg else 1))
             for i, k in enumerate(joint):
                 draws[i, start:stop] = joint_decode_field(self.problem, self.norm, k, x[:, i]).double().cpu().numpy()
         draws = draws.reshape(len(joint), count, samples, n, n)
@@ -606,6 +624,116 @@ class Solver:
         return self._posterior_dataset(joint, out, given, masks, single, samples, return_samples,
                                        dict(method=method, sigma_y=float(sigma_y), sampler=sampler, steps=int(steps),
                                             nfe=nfe, samples=int(samples), seconds=seconds))
+
+    # ---------------------------------------------------------------- likelihood
+    def log_likelihood(self, probes: int = 1, seed: int = 0, *, steps: int = 32, divergence: str = "hutchinson",
+                       probe: str = "rademacher", bits: bool = False, batch_size: int = 16,
+                       progress: bool = False, **fields):
+        """The log-density of whole fields under a joint model, through the probability-flow ODE
+        (:mod:`pdediff.likelihood`): a trust score, higher for fields like the training data.
+
+        Args:
+            probes: Hutchinson-Skilling probe vectors per sample (``divergence="hutchinson"``);
+                the estimate is unbiased, its spread falls as 1 / sqrt(probes).
+            seed: the probes' seed; sample b uses the stream (seed, b) whatever the batching.
+            steps: Runge-Kutta intervals in log sigma from ``model.sigma_min`` to
+                ``model.sigma_max`` (4 network evaluations each, plus one backward pass per probe).
+            divergence: ``"hutchinson"`` or ``"exact"`` (one backward pass per unknown node and
+                field: small grids only).
+            probe: ``"rademacher"`` (the smaller spread) or ``"gaussian"``.
+            bits: return bits per dimension, ``-log2 p / d`` over the d unknown nodes, instead of nats.
+            batch_size: samples per network batch.
+            progress: a progress bar over batches.
+            **fields: every joint field of the model (``rho`` and ``phi``, ``a`` and ``u``), each
+                (N, N) or (B, N, N) with no NaN; a condition field (Dirichlet data ``g``) whole,
+                or its default.
+
+        Returns:
+            log p per sample in nats (float for one (N, N) sample, else (B,) float64), the
+            density of the joint fields given the conditions in the fields' own units (the
+            normalisation's Jacobian, log a for a coefficient, is included); only the nodes
+            where each field is unknown count (a solution's ring holds the Dirichlet data, a
+            source's ring is zero). With ``bits``: bits per dimension.
+
+        Raises:
+            ValueError: a forward model (its posterior is a spike); ``probes < 1``; a missing
+                joint field, a field of the wrong shape or with NaN; bad options.
+        """
+        from pdediff import likelihood
+        from pdediff.conditioning import joint_conditions, joint_encode, observation_channels
+
+        joint = tuple(self.config.model.joint)
+        if not joint:
+            name = f"{self.problem.name}-joint"
+            from pdediff.models import MODELS
+
+            hint = f"load_solver({name!r})" if name in MODELS else "a model trained with model.joint"
+            raise ValueError(f"log_likelihood needs a joint model; this forward model's density of "
+                             f"{self.problem.solution_field} given {list(self.problem.condition_fields)} is a spike "
+                             f"(the PDE fixes the solution), so it has no finite log-density: expected {hint}")
+        for name, value, low in (("probes", probes, 1), ("steps", steps, 1), ("seed", seed, 0),
+                                 ("batch_size", batch_size, 1)):
+            if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < low:
+                raise ValueError(f"{name}={value!r} is invalid; expected an integer >= {low}")
+        if divergence not in likelihood.DIVERGENCES:
+            raise ValueError(f"divergence={divergence!r} is unknown; expected one of {list(likelihood.DIVERGENCES)}")
+        if probe not in likelihood.PROBES:
+            raise ValueError(f"probe={probe!r} is unknown; expected one of {list(likelihood.PROBES)}")
+        for flag, value in (("bits", bits), ("progress", progress)):
+            if not isinstance(value, (bool, np.bool_)):
+                raise ValueError(f"{flag}={value!r} is invalid; expected True or False")
+        missing = [k for k in joint if fields.get(k) is None]
+        if missing:
+            raise ValueError(f"{missing} are missing; log_likelihood scores whole fields: expected every one of "
+                             f"{list(joint)} as an (N, N) or (B, N, N) array")
+        given, masks, single = self._observations(joint, fields)
+        n = given[joint[0]].shape[-1]
+        for k in joint:
+            acts = unknown_nodes(self.problem, k, n)
+            if not masks[k][:, acts].all():
+                raise ValueError(f"{k} contains NaN; log_likelihood scores whole fields: expected finite values at "
+                                 "every node")
+        count = given[joint[0]].shape[0]
+        t = {k: torch.as_tensor(v, dtype=torch.float64) for k, v in given.items()}
+        x0, cond = joint_encode(self.problem, self.norm, joint, t)
+        x0 = x0.to(self.dtype)
+        cond = None if cond is None else cond.to(self.dtype)
+        if self.config.model.observe:  # the prior: nothing observed
+            obs = observation_channels(torch.zeros_like(x0), torch.zeros_like(x0))
+            cond = obs if cond is None else torch.cat([cond, obs], dim=1)
+        free = torch.stack([torch.as_tensor(unknown_nodes(self.problem, k, n)) for k in joint]).to(self.dtype)[None]
+        dims = float(free.sum())
+        # the Jacobian of the encoding, per sample: log p(fields) = log p(x) + log |dx / dfields|
+        jacobian = np.zeros(count)
+        for i, k in enumerate(joint):
+            acts = free[0, i].cpu().numpy() > 0
+            jacobian -= acts.sum() * np.log(self._joint_unit(k))
+            if self._is_coefficient(k):  # x = (log a - offset) / scale
+                jacobian -= np.log(given[k][:, acts]).sum(axis=1)
+        sigma_data = float(self.denoiser.sigma_data)
+        m = self.config.model
+        sigmas = likelihood.log_sigmas(steps + 1, m.sigma_min, m.sigma_max, dtype=self.dtype)
+        prior_std = float(np.hypot(m.sigma_max, sigma_data))
+        out = np.empty(count)
+        starts = range(0, count, batch_size)
+        if progress:
+            from tqdm.auto import tqdm
+
+            starts = tqdm(starts, desc="log_likelihood", unit="batch")
+        for start in starts:
+            stop = min(start + batch_size, count)
+            xb = x0[start:stop].to(self.device)
+            cb = None if cond is None else cond[start:stop].to(self.device)
+            v = None
+            if divergence == "hutchinson":
+                v = likelihood.draw_probes(xb.shape, probes, probe, _generators(seed, start, stop - start, 0),
+                                           device=self.device, dtype=self.dtype)
+            logp, _ = likelihood.ode_log_likelihood(self.denoiser, xb, cb, sigmas, free.to(self.device), prior_std, v)
+            out[start:stop] = logp.cpu().numpy()
+        out = out + jacobian
+        if bits:
+            out = -out / (dims * np.log(2.0))
+        return float(out[0]) if single else out
 
     def _warn_scale(self, y: torch.Tensor, mask: torch.Tensor, joint) -> None:
         """A joint model knows fields of its training law's size (each field has one scale; it is
@@ -710,21 +838,22 @@ class Solver:
         return arrays, masks, single
 
     def _posterior(self, method: str, y, mask, cond, sigma_data: float, sigma_y: torch.Tensor, joint, conds=None,
-                   cg_steps: int = 0):
+                   cg_steps: int = 0, cfg: float = 0.0):
         """The posterior denoiser of ``method`` (see :mod:`pdediff.observe`)."""
         from pdediff import observe
 
         sy = sigma_y.view(1, -1, 1, 1)
         base, _, extra = method.partition("+")
+        denoiser = classifier_free(self.denoiser, cfg)
         if base == "none":
-            posterior = self.denoiser
+            posterior = denoiser
         else:
             # a field observed at every node where it acts: replacement is its exact posterior
             # denoiser given D (its value; the others respond through the network's inputs).
             # Guidance through the network with thousands of correlated observations counted
             # as independent overshoots (full rho: phi 92 % off)
             whole = self._wholly_observed(mask, joint) if base == "dps" else torch.ones_like(mask[:, :, :1, :1])
-            posterior = observe.replacement(self.denoiser, y, mask * whole, sigma_data, sy)
+            posterior = observe.replacement(denoiser, y, mask * whole, sigma_data, sy)
             if base == "dps" and bool((mask * (1 - whole)).any()):
                 posterior = observe.observation_guided(posterior, y, mask * (1 - whole), sigma_data, sy, cg_steps)
         if extra == "residual" and self.problem.offers_residual:

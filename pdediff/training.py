@@ -8,6 +8,7 @@ the checkpoint, so ``resume=True`` continues bit for bit where the run stopped.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -148,6 +149,10 @@ def _init_state(config: Config, path) -> tuple[dict, Normalisation | None]:
         if getattr(mine, key) != getattr(theirs, key):
             raise ValueError(f"train.init={str(path)!r} has model.{key}={getattr(theirs, key)!r}, but this "
                              f"config has {getattr(mine, key)!r}; expected the same network to fine-tune")
+    if (mine.cond_dropout > 0) != (theirs.cond_dropout > 0):
+        raise ValueError(f"train.init={str(path)!r} has model.cond_dropout={theirs.cond_dropout!r} and this config "
+                         f"{mine.cond_dropout!r}: one network has the null condition's flag channel and the other "
+                         "not; expected both zero or both positive")
     weights = source.denoiser.state_dict()
     if mine.observe and not theirs.observe:
         weights = _add_observation_inputs(weights, config, source.problem)
@@ -547,6 +552,15 @@ class Trainer:
         x0 = encode_solution(self.norm, fields[self.problem.solution_field], s)
         return x0, cond
 
+    def _with_dropout(self, count: int, device):
+        """The model as the loss calls it: with ``model.cond_dropout``, each sample given the
+        null condition with that probability (classifier-free guidance's training)."""
+        p = self.config.model.cond_dropout
+        if not p > 0:
+            return self.ddp
+        null = torch.rand((count,), generator=self.noise_gen, device=device) < p
+        return functools.partial(self.ddp, null=null)
+
     @torch.no_grad()
     def _update_ema(self) -> None:
         # warm-up of the average (as in EDM's ema_rampup): early weights are forgotten quickly
@@ -633,7 +647,7 @@ class Trainer:
                 g["lr"] = lr
             try:
                 x0, cond = self._batch()
-                loss = self.loss_fn(self.ddp, x0, cond, generator=self.noise_gen).mean()
+                loss = self.loss_fn(self._with_dropout(len(x0), x0.device), x0, cond, generator=self.noise_gen).mean()
                 self.opt.zero_grad(set_to_none=True)
                 loss.backward()
             except RuntimeError as exc:  # torch.OutOfMemoryError included
