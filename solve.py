@@ -40,6 +40,8 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--guidance", type=float, default=0.0, help="residual guidance weight")
+    p.add_argument("--cfg", type=float, default=0.0,
+                   help="classifier-free guidance weight (a model trained with model.cond_dropout; 0: off)")
     p.add_argument("--polish", type=int, default=0, help="classical iterations from the network's answer")
     p.add_argument("--polish-method", default="amg", help="amg (multigrid-preconditioned CG) or cg")
     p.add_argument("--tol", type=float, default=None,

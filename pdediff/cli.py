@@ -174,7 +174,7 @@ def reconstruct_main(args, solver) -> int:
         observed = {k: v[: args.limit] if np.ndim(v) == 3 else v for k, v in observed.items()}
     ds = solver.reconstruct(samples=args.samples, seed=args.seed, method=args.method, sigma_y=args.sigma_y,
                             sampler=args.sampler, steps=args.steps, batch_size=args.batch_size, progress=True,
-                            **observed)
+                            cfg=getattr(args, "cfg", 0.0), **observed)
     with atomic_path(Path(args.out), suffix=".nc") as tmp:
         ds.to_netcdf(tmp)
     joint = ds.attrs["joint"]
@@ -226,7 +226,7 @@ def solve_main(args) -> int:
     phi, info = solver.solve(**fields, sampler=args.sampler, steps=args.steps, seed=args.seed,
                              batch_size=args.batch_size, guidance=args.guidance, polish=args.polish,
                              polish_method=args.polish_method, resample=args.resample, progress=True, return_info=True,
-                             tol=getattr(args, "tol", None))
+                             tol=getattr(args, "tol", None), cfg=getattr(args, "cfg", 0.0))
     write_array(args.out, problem.solution_field, phi)
     print(f"wrote {args.out}: {problem.solution_field} {phi.shape}, {info.nfe} denoiser evaluations, "
           f"{info.seconds:.3f} s")
