@@ -59,3 +59,14 @@ def report(problem, phi, fields: dict, ref=None) -> dict[str, np.ndarray]:
     if problem.offers_residual:
         out["residual"] = np.atleast_1d(problem.relative_residual(phi, *(fields[k] for k in names)))
     return out
+
+
+def auroc(higher, lower) -> float:
+    """Area under the ROC curve of a score meant to be higher on ``higher`` than on ``lower``:
+    the probability that a random member of the first scores above one of the second (ties count
+    one half; the Mann-Whitney statistic). 1: perfect separation, 0.5: none."""
+    a, b = np.asarray(higher, dtype=np.float64).ravel(), np.asarray(lower, dtype=np.float64).ravel()
+    if not (a.size and b.size) or not (np.isfinite(a).all() and np.isfinite(b).all()):
+        raise ValueError(f"auroc needs finite scores in both groups; got {a.size} and {b.size} values")
+    above = (a[:, None] > b[None, :]).sum() + 0.5 * (a[:, None] == b[None, :]).sum()
+    return float(above / (a.size * b.size))

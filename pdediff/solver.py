@@ -17,8 +17,8 @@ import numpy as np
 import torch
 
 from pdediff import AccuracyWarning
-from pdediff.conditioning import (Normalisation, decode_fields, decode_solution, dirichlet_channels, encode, joint_unit,
-                                  unknown_nodes)
+from pdediff.conditioning import (Normalisation, decode_fields, decode_solution, dirichlet_channels, encode,
+                                  encode_solution, joint_unit, unknown_nodes)
 from pdediff.config import Config
 from pdediff.guidance import classifier_free, residual_guided
 from pdediff.model import load_denoiser
@@ -734,6 +734,56 @@ class Solver:
         if bits:
             out = -out / (dims * np.log(2.0))
         return float(out[0]) if single else out
+
+    def energy(self, sigma: float = 0.05, **fields):
+        """The energy ``E(x, sigma, c)`` of an energy-parameterised model (``model.energy``) at
+        whole fields, per sample: lower for fields the model finds likely (its score is
+        ``-grad_x E``). A trust score for (condition, solution) pairs.
+
+        Args:
+            sigma: the noise level the energy is read at, in the model's units (small: near
+                the data; the fields are not noised).
+            **fields: a forward model's condition fields and its solution (``rho``, ``g``,
+                ``phi``), or a joint model's joint fields and conditions; each (N, N) or (B, N, N).
+
+        Returns:
+            E per sample (float for one (N, N) sample, else (B,) float64), in nats of the
+            noised density up to a constant that depends on sigma only.
+
+        Raises:
+            ValueError: a model without an energy; a bad sigma; a missing or ill-shaped field.
+        """
+        if not getattr(self.denoiser, "energy", False):
+            raise ValueError("energy needs an energy-parameterised model (model.energy: true); this one outputs its "
+                             "score directly")
+        if not isinstance(sigma, (int, float, np.floating)) or isinstance(sigma, bool) or not 0 < sigma < np.inf:
+            raise ValueError(f"sigma={sigma!r} is invalid; expected a finite noise level > 0")
+        joint = tuple(self.config.model.joint)
+        if joint:
+            from pdediff.conditioning import joint_encode
+
+            missing = [k for k in joint if fields.get(k) is None]
+            if missing:
+                raise ValueError(f"{missing} are missing; expected every one of {list(joint)}")
+            given, _, single = self._observations(joint, fields)
+            t = {k: torch.as_tensor(v, dtype=self.dtype, device=self.device) for k, v in given.items()}
+            x, cond = joint_encode(self.problem, self.norm, joint, t)
+        else:
+            name = self.problem.solution_field
+            if fields.get(name) is None:
+                raise ValueError(f"{name} is missing; the energy scores a pair: expected {name} with the conditions")
+            solution = fields.pop(name)
+            batch = self._fields((), fields)
+            single = batch[self.problem.condition_fields[0]].ndim == 2
+            solution = as_field(name, solution, like=batch[self.problem.condition_fields[0]], dtype=np.float64)
+            batch = {k: (v[None] if single else v) for k, v in batch.items()}
+            t = {k: torch.as_tensor(v, dtype=self.dtype, device=self.device) for k, v in batch.items()}
+            cond, s = encode(self.problem, self.norm, t)
+            x = encode_solution(self.norm, torch.as_tensor(solution.reshape(cond.shape[0], *cond.shape[-2:]),
+                                                           dtype=self.dtype, device=self.device), s)
+        with torch.no_grad():
+            e = self.denoiser.energy_value(x, float(sigma), cond).double().cpu().numpy()
+        return float(e[0]) if single else e
 
     def _warn_scale(self, y: torch.Tensor, mask: torch.Tensor, joint) -> None:
         """A joint model knows fields of its training law's size (each field has one scale; it is

@@ -26,3 +26,13 @@ def test_relative_and_max_error():
     phi[0, 2, 2] = 0.5
     assert metrics.relative_l2(phi, ref)[0] == pytest.approx(0.25)
     assert metrics.max_error(phi, ref)[0] == pytest.approx(0.25)
+
+
+def test_auroc_is_the_share_of_pairs_ranked_right():
+    from pdediff.metrics import auroc
+
+    assert auroc([3, 4], [1, 2]) == 1.0 and auroc([1, 2], [3, 4]) == 0.0
+    assert auroc([1, 3], [2]) == 0.5 and auroc([2, 2], [2]) == 0.5
+    assert auroc([2, 5, 1], [0, 3]) == 4 / 6
+    with pytest.raises(ValueError, match="auroc"):
+        auroc([], [1.0])

@@ -95,6 +95,19 @@ def test_energy_model_trains_by_denoising_score_matching(tiny_dataset, tmp_path)
     phi = solver.solve(rho, g, estimate=False)
     ring = boundary_mask(17)
     assert np.all(np.isfinite(phi)) and np.array_equal(phi[:, ring], g[:, ring])
+    # the energy of a pair: per sample, and blind to the pair's scale (the PDE is linear)
+    e = solver.energy(rho=rho, g=g, phi=phi)
+    assert e.shape == (2,) and np.all(np.isfinite(e)) and np.all(e >= 0)
+    assert np.allclose(solver.energy(rho=-3.0 * rho, g=-3.0 * g, phi=-3.0 * phi), e, rtol=1e-4)
+    assert isinstance(solver.energy(rho=rho[0], g=g[0], phi=phi[0]), float)
+    with pytest.raises(ValueError, match="phi is missing"):
+        solver.energy(rho=rho, g=g)
+    with pytest.raises(ValueError, match="sigma=0"):
+        solver.energy(sigma=0, rho=rho, g=g, phi=phi)
+    import pdediff
+
+    with pytest.raises(ValueError, match="model.energy"):
+        pdediff.load_solver().energy(rho=np.zeros((64, 64)), phi=np.zeros((64, 64)))
 
 
 def test_null_condition_drops_sources_and_keeps_the_dirichlet_data():
@@ -156,3 +169,27 @@ def test_cfg_and_dropout_bad_input_names_the_setting(tiny_dataset, tmp_path):
     c.model.cond_dropout = 0.1
     with pytest.raises(ValueError, match="cond_dropout"):
         Trainer(c.validate(), tmp_path / "grown", progress=False)
+
+
+def test_reconstruct_with_cfg_on_an_observation_model(tiny_dataset, tmp_path):
+    """The null condition of an observation-conditioned joint model drops the observations: cfg=0
+    is the unguided posterior, and w != 0 moves it, with the observed values still exact."""
+    from test_observe import joint_config
+
+    c = joint_config(tiny_dataset, steps=10, observe=True)
+    c.model.cond_dropout = 0.2
+    trainer = Trainer(c.validate(), tmp_path / "j", progress=False)
+    from pdediff.model import condition_names
+
+    names = condition_names(c, trainer.problem)  # g, the ring mask, then each field's values and mask
+    assert [names[i] for i in trainer.model.null_channels] == ["rho_obs", "rho_seen", "phi_obs", "phi_seen"]
+    trainer.run()
+    solver = Solver.from_checkpoint(trainer.ckpt_path)
+    phi = np.full((17, 17), np.nan)
+    phi[4, 5], phi[10, 12] = 0.3, -0.2
+    plain = solver.reconstruct(samples=2, phi=phi, method="none")
+    same = solver.reconstruct(samples=2, phi=phi, method="none", cfg=0.0)
+    guided = solver.reconstruct(samples=2, phi=phi, method="none", cfg=1.0)
+    assert np.array_equal(plain["phi"].values, same["phi"].values)
+    assert not np.allclose(plain["phi"].values, guided["phi"].values)
+    assert guided["phi"].values[4, 5] == 0.3 and guided.attrs["nfe"] == 2 * plain.attrs["nfe"]

@@ -1,0 +1,156 @@
+"""Classifier-free guidance: error against the guidance weight w, forward and from observations.
+
+    python -m benchmarks.cfg --forward runs/poisson32-cfg/checkpoint.safetensors \\
+        --energy runs/poisson32-energy/checkpoint.safetensors \\
+        --joint runs/poisson32-joint-obs/checkpoint.safetensors --data datasets/poisson32/test.h5
+
+D_w = (1 + w) D(x | c) - w D(x | null) with the models trained with a null condition
+(``model.cond_dropout``). Forward task: ``solve(rho, g, cfg=w)`` on the first ``--count`` test
+pairs, relative L2 of phi (the models' own sampling). From observations: ``reconstruct(cfg=w)``
+of the observation-conditioned joint model (``method="none"``), given the whole rho or 3 % of phi's
+interior nodes, ``--samples`` draws; relative L2 of the posterior means and the share of unknown
+nodes within 2 std. The energy model doubles as the direct model's twin: accuracy and seconds
+per solve at w = 0 (energy against direct). Writes ``cfg.md``, ``cfg.json``, ``cfg.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from pdediff import AccuracyWarning, metrics
+from pdediff.atomic import write_text
+
+RESULTS = Path(__file__).parent / "results"
+WEIGHTS = (-0.5, 0.0, 0.5, 1.0, 2.0, 4.0)
+
+
+def load(path: str, count: int) -> dict[str, np.ndarray]:
+    import h5py
+
+    with h5py.File(path, "r") as f:
+        return {k: np.asarray(f[k][:count], dtype=np.float64) for k in ("rho", "g", "phi")}
+
+
+def forward(path: str, data: dict, weights) -> dict:
+    import pdediff
+
+    solver = pdediff.load_solver(path)
+    out = {}
+    for w in weights:
+        t0 = time.perf_counter()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", AccuracyWarning)
+            phi = solver.solve(data["rho"], data["g"], cfg=w, estimate=False)
+        seconds = time.perf_counter() - t0
+        err = metrics.relative_l2(phi, data["phi"])
+        out[w] = {"phi": float(np.mean(err)), "seconds_per_sample": seconds / len(phi)}
+        print(f"  {path} w={w:g}: phi {100 * out[w]['phi']:.2f} % ({out[w]['seconds_per_sample'] * 1e3:.1f} ms a sample)",
+              flush=True)
+    return out
+
+
+def observed(path: str, data: dict, weights, samples: int) -> dict:
+    import pdediff
+    from benchmarks.observe import observation
+    from pdediff.conditioning import unknown_nodes
+
+    solver = pdediff.load_solver(path)
+    n = data["phi"].shape[-1]
+    inside = unknown_nodes(solver.problem, "phi", n)
+    tasks = {"whole rho": dict(rho=data["rho"], g=data["g"]),
+             "3 % of phi": dict(phi=observation(data["phi"], 0.03, 0, inside), g=data["g"])}
+    out = {}
+    for task, given in tasks.items():
+        out[task] = {}
+        for w in weights:
+            ds = solver.reconstruct(samples=samples, method="none", cfg=w, **given)
+            row = {}
+            for k in ("rho", "phi"):
+                err = metrics.relative_l2(ds[k].values, data[k])
+                z = np.abs(ds[k].values - data[k]) / np.maximum(ds[f"{k}_std"].values, 1e-300)
+                unknown = inside if k not in given else np.zeros_like(inside)
+                row[k] = float(np.mean(err))
+                if unknown.any():
+                    row[f"{k}_within_2std"] = float(np.mean(z[:, unknown] <= 2))
+            out[task][w] = row
+            print(f"  {task} w={w:g}: " + ", ".join(f"{k} {v:.4f}" for k, v in row.items()), flush=True)
+    return out
+
+
+def figure(path: Path, results: dict) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    for label, rows in results.get("forward", {}).items():
+        ws = sorted(rows, key=float)
+        ax.plot([float(w) for w in ws], [100 * rows[w]["phi"] for w in ws], "o-", label=f"forward phi ({label})")
+    for task, rows in results.get("observed", {}).items():
+        ws = sorted(rows, key=float)
+        for k in ("phi", "rho"):
+            ax.plot([float(w) for w in ws], [100 * rows[w][k] for w in ws], "s--", label=f"{task}: {k}")
+    ax.set_xlabel("guidance weight w")
+    ax.set_ylabel("relative L2 error [%]")
+    ax.set_yscale("log")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--forward", help="a forward checkpoint trained with model.cond_dropout")
+    ap.add_argument("--energy", help="its energy-parameterised twin (model.energy)")
+    ap.add_argument("--joint", help="an observation-conditioned joint checkpoint with model.cond_dropout")
+    ap.add_argument("--data", default="datasets/poisson32/test.h5")
+    ap.add_argument("--count", type=int, default=64, help="test pairs (forward)")
+    ap.add_argument("--joint-count", type=int, default=16, help="test pairs (from observations)")
+    ap.add_argument("--samples", type=int, default=4, help="posterior draws (from observations)")
+    ap.add_argument("--weights", default=",".join(f"{w:g}" for w in WEIGHTS))
+    ap.add_argument("--out", default=str(RESULTS))
+    args = ap.parse_args(argv)
+    weights = [float(w) for w in args.weights.split(",")]
+    results = {"forward": {}, "observed": {}}
+    data = load(args.data, max(args.count, args.joint_count))
+    first = {k: v[: args.count] for k, v in data.items()}
+    for label, path in (("direct", args.forward), ("energy", args.energy)):
+        if path:
+            results["forward"][label] = forward(path, first, weights)
+    if args.joint:
+        results["observed"] = observed(args.joint, {k: v[: args.joint_count] for k, v in data.items()}, weights,
+                                       args.samples)
+    lines = ["# Classifier-free guidance", "", "`python -m benchmarks.cfg " + " ".join(argv or sys.argv[1:]) + "`", ""]
+    for label, rows in results["forward"].items():
+        lines += [f"Forward ({label}, {args.count} test pairs): relative L2 of phi by w", "",
+                  "| w | " + " | ".join(f"{w:g}" for w in weights) + " |", "| --- |" + " --- |" * len(weights),
+                  "| phi | " + " | ".join(f"{100 * rows[w]['phi']:.2f} %" for w in weights) + " |",
+                  "| ms a sample | " + " | ".join(f"{1e3 * rows[w]['seconds_per_sample']:.1f}" for w in weights) + " |", ""]
+    for task, rows in results["observed"].items():
+        keys = list(rows[weights[0]])
+        lines += [f"From observations ({task}, {args.joint_count} test pairs, {args.samples} draws)", "",
+                  "| w | " + " | ".join(f"{w:g}" for w in weights) + " |", "| --- |" + " --- |" * len(weights)]
+        for k in keys:
+            pct = "within" in k
+            lines.append(f"| {k} | " + " | ".join(f"{100 * rows[w][k]:.{0 if pct else 1}f} %" for w in weights) + " |")
+        lines.append("")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    figure(out / "cfg.png", results)
+    write_text(out / "cfg.md", "\n".join(lines + ["![error against w](cfg.png)", ""]))
+    write_text(out / "cfg.json", json.dumps(results, indent=1))
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
