@@ -50,3 +50,28 @@ def test_darcy_joint_runs_from_sparse_coefficients():
     ds = solver.reconstruct(samples=2, a=sensors(a, 0.03, 1), steps=8)
     assert ds["u"].dims == ("y", "x") and np.all(np.isfinite(ds["u"])) and np.all(ds["a"].values > 0)
     assert np.all(ds["u"].values[boundary_mask(64)] == 0)
+
+
+def test_poisson_joint_likelihood_ranks_its_law_above_point_charges(poisson_pairs):
+    """A trust score: pairs of the training law (blobs) are likelier than exact pairs of
+    single-node charges or short waves, sources the joint model never saw."""
+    solver, rho, g, phi = poisson_pairs
+    seen = solver.log_likelihood(rho=rho, phi=phi, g=g, steps=4)
+    for family in ("deltas", "waves"):
+        r, gg = draw(64, 2, source=family, boundary="smooth", seed=11)
+        unseen = solver.log_likelihood(rho=r, phi=solver.problem.reference_solve(r, gg), g=gg, steps=4)
+        assert seen.min() > unseen.max(), family
+
+
+def test_darcy_joint_likelihood_flags_log_normal_coefficients():
+    """darcy-joint saw thresholded coefficients only; reconstruct fails silently on log-normal
+    ones (README), and the likelihood of such a pair is far below that of its own law's."""
+    from pdediff.coefficients import get_coefficient
+    from pdediff.problems.base import Grid
+
+    solver = pdediff.load_solver("darcy-joint")
+    assert solver.card["coefficient"] == "threshold"  # its training law (the family's defaults)
+    a = {name: get_coefficient(name).sample(Grid(64), [np.random.default_rng([5, k]) for k in range(2)])
+         for name in ("lognormal", "threshold")}
+    scores = {name: solver.log_likelihood(a=v, u=solver.problem.reference_solve(v), steps=4) for name, v in a.items()}
+    assert scores["lognormal"].max() < scores["threshold"].min()
