@@ -119,11 +119,11 @@ def aurocs(scores: dict, key: str, sign: float) -> dict[str, float]:
     return out
 
 
-def table(title: str, rows: dict, families, columns) -> list[str]:
+def table(title: str, families, columns) -> list[str]:
     lines = [f"### {title}", "", "| family | " + " | ".join(c for c, _ in columns) + " |",
              "| --- |" + " --- |" * len(columns)]
     for family in families:
-        lines.append(f"| {family} | " + " | ".join(fmt(rows, family) for _, fmt in columns) + " |")
+        lines.append(f"| {family} | " + " | ".join(fmt(family) for _, fmt in columns) + " |")
     return lines + [""]
 
 
@@ -179,13 +179,13 @@ def main(argv=None) -> int:
         results[name] = {"likelihood": joint, "forward": forward,
                          "auroc": {"likelihood": aurocs(joint, "logp", 1.0), "estimate": aurocs(forward, "estimate", -1.0)}}
         a = results[name]["auroc"]
-        lines += table(f"{name}: {name}-joint's log-likelihood and {name}'s error estimate", None, families, [
-            ("bits/dim (mean)", lambda _, f: f"{np.mean(joint[f]['bpd']):.3f}"),
-            ("log p, nats (min / max)", lambda _, f: f"{min(joint[f]['logp']):.4g} / {max(joint[f]['logp']):.4g}"),
-            ("AUROC likelihood", lambda _, f: "" if f == "test" else f"{a['likelihood'][f]:.3f}"),
-            ("error estimate (median)", lambda _, f: f"{np.median(forward[f]['estimate']):.2e}"),
-            ("AUROC estimate", lambda _, f: "" if f == "test" else f"{a['estimate'][f]:.3f}"),
-            ("true error (median)", lambda _, f: f"{np.median(forward[f]['error']):.2e}"),
+        lines += table(f"{name}: {name}-joint's log-likelihood and {name}'s error estimate", families, [
+            ("bits/dim (mean)", lambda f: f"{np.mean(joint[f]['bpd']):.3f}"),
+            ("log p, nats (min / max)", lambda f: f"{min(joint[f]['logp']):.4g} / {max(joint[f]['logp']):.4g}"),
+            ("AUROC likelihood", lambda f: "" if f == "test" else f"{a['likelihood'][f]:.3f}"),
+            ("error estimate (median)", lambda f: f"{np.median(forward[f]['estimate']):.2e}"),
+            ("AUROC estimate", lambda f: "" if f == "test" else f"{a['estimate'][f]:.3f}"),
+            ("true error (median)", lambda f: f"{np.median(forward[f]['error']):.2e}"),
         ])
         lines += [f"All unseen families together: AUROC likelihood **{a['likelihood']['all']:.3f}**, error estimate "
                   f"**{a['estimate']['all']:.3f}**; {np.mean([v['seconds_per_sample'] for v in joint.values()]):.1f} s a "
@@ -202,12 +202,12 @@ def main(argv=None) -> int:
         a = {"energy": aurocs(energy, "energy", -1.0), "estimate": aurocs(forward, "estimate", -1.0)}
         results["energy"] = {"checkpoint": args.energy, "sigma": args.sigma, "n": n, "energy": energy,
                              "forward": forward, "auroc": a}
-        lines += table(f"energy of {args.energy} (N = {n}, sigma = {args.sigma:g})", None, list(pairs), [
-            ("energy (median)", lambda _, f: f"{np.median(energy[f]['energy']):.3g}"),
-            ("AUROC energy", lambda _, f: "" if f == "test" else f"{a['energy'][f]:.3f}"),
-            ("error estimate (median)", lambda _, f: f"{np.median(forward[f]['estimate']):.2e}"),
-            ("AUROC estimate", lambda _, f: "" if f == "test" else f"{a['estimate'][f]:.3f}"),
-            ("true error (median)", lambda _, f: f"{np.median(forward[f]['error']):.2e}"),
+        lines += table(f"energy of {args.energy} (N = {n}, sigma = {args.sigma:g})", list(pairs), [
+            ("energy (median)", lambda f: f"{np.median(energy[f]['energy']):.3g}"),
+            ("AUROC energy", lambda f: "" if f == "test" else f"{a['energy'][f]:.3f}"),
+            ("error estimate (median)", lambda f: f"{np.median(forward[f]['estimate']):.2e}"),
+            ("AUROC estimate", lambda f: "" if f == "test" else f"{a['estimate'][f]:.3f}"),
+            ("true error (median)", lambda f: f"{np.median(forward[f]['error']):.2e}"),
         ])
         lines += [f"All unseen families together: AUROC energy **{a['energy']['all']:.3f}**, error estimate "
                   f"**{a['estimate']['all']:.3f}**.", ""]

@@ -258,3 +258,26 @@ def test_an_fno_checkpoint_loads_its_complex_weights_whole(tiny_dataset, tmp_pat
     state = load_solver(str(exported)).denoiser.state_dict()
     for k, v in complex_weights.items():
         assert torch.equal(state[k], v.to(state[k].dtype)), k
+
+
+def test_cfg_benchmark_reports_the_unguided_error_at_w_zero(tiny_dataset, tmp_path, monkeypatch):
+    import json
+
+    from benchmarks import cfg
+    from pdediff import metrics
+    from pdediff.data import load_arrays
+    from pdediff.solver import Solver
+    from pdediff.training import train
+    from test_training import tiny_config
+
+    c = tiny_config(tiny_dataset, steps=4)
+    c.model.cond_dropout = 0.2
+    ckpt = train(c, tmp_path / "run", progress=False)
+    assert cfg.main(["--forward", str(ckpt), "--data", str(tiny_dataset / "test.h5"), "--count", "4",
+                     "--weights", "0,1", "--out", str(tmp_path / "out")]) == 0
+    results = json.loads((tmp_path / "out" / "cfg.json").read_text())["forward"]["direct"]
+    test = load_arrays(tiny_dataset / "test.h5", limit=4, dtype=np.float64)
+    phi = Solver.from_checkpoint(ckpt).solve(test["rho"], test["g"], estimate=False)
+    assert np.isclose(results["0.0"]["phi"], np.mean(metrics.relative_l2(phi, test["phi"])), rtol=1e-12)
+    assert results["1.0"]["phi"] != results["0.0"]["phi"]
+    assert "| phi |" in (tmp_path / "out" / "cfg.md").read_text() and (tmp_path / "out" / "cfg.png").stat().st_size
