@@ -802,6 +802,8 @@ SOLVE_OPTIONS = {
                                          {"callback": print}])),
     "any_grid": (st.sampled_from([False, True, np.bool_(False)]), st.sampled_from(["yes", 1, 0, None, "False"])),
     "resample": (st.sampled_from([False, True, np.bool_(True)]), st.sampled_from(["yes", 1, 0, None, "True"])),
+    # the shipped model has no null condition: only w = 0 (unguided) is valid
+    "cfg": (st.sampled_from([0, 0.0, np.float64(0.0), -0.0]), st.sampled_from([1.0, -0.5, NAN, INF, "0", None, True, 0.5j])),
 }
 UNKNOWN_FIELDS = ["phi", "G", "rho2", "source", "f", "x"]
 
@@ -836,6 +838,8 @@ def draw_solve_fields(data, kw, sizes, *, kinds=None, batches=(0, 1, 2), tame_od
             bad.append("g")
         elif fg == "either":
             either.append("g")
+        elif fr == "refused" and rho.arr is not None and field_fault(g, like=rho.arr.shape) is not None:
+            either.append("g")  # both are wrong: the library may name g (read before rho's grid is checked)
     return rho, g, bad, either
 
 
