@@ -16,7 +16,6 @@ per solve at w = 0 (energy against direct). Writes ``cfg.md``, ``cfg.json``, ``c
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 import warnings
@@ -25,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from pdediff import AccuracyWarning, metrics
-from pdediff.atomic import write_text
+from benchmarks import write_report
 
 RESULTS = Path(__file__).parent / "results"
 WEIGHTS = (-0.5, 0.0, 0.5, 1.0, 2.0, 4.0)
@@ -149,12 +148,7 @@ def main(argv=None) -> int:
             pct = "within" in k
             lines.append(f"| {k} | " + " | ".join(f"{100 * rows[w][k]:.{0 if pct else 1}f} %" for w in weights) + " |")
         lines.append("")
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    figure(out / "cfg.png", results)
-    write_text(out / "cfg.md", "\n".join(lines + ["![error against w](cfg.png)", ""]))
-    write_text(out / "cfg.json", json.dumps(results, indent=1))
-    print("\n".join(lines))
+    write_report(args.out, "cfg", lines, results, lambda path: figure(path, results), "error against w")
     return 0
 
 

@@ -23,7 +23,6 @@ data), log-normal coefficients (Darcy; its training law thresholds a Gaussian fi
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 import warnings
@@ -32,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from pdediff import AccuracyWarning, metrics
-from pdediff.atomic import write_text
+from benchmarks import write_report
 
 RESULTS = Path(__file__).parent / "results"
 FAMILIES = ("deltas", "lines", "waves")
@@ -212,11 +211,7 @@ def main(argv=None) -> int:
         lines += [f"All unseen families together: AUROC energy **{a['energy']['all']:.3f}**, error estimate "
                   f"**{a['estimate']['all']:.3f}**.", ""]
         groups["energy (N = %d)" % n] = ({f: v["energy"] for f, v in energy.items()}, "energy")
-    out.mkdir(parents=True, exist_ok=True)
-    figure(out / "trust.png", groups)
-    write_text(out / "trust.md", "\n".join(lines + ["![scores by family](trust.png)", ""]))
-    write_text(out / "trust.json", json.dumps(results, indent=1))
-    print("\n".join(lines))
+    write_report(out, "trust", lines, results, lambda path: figure(path, groups), "scores by family")
     return 0
 
 

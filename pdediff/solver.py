@@ -660,7 +660,7 @@ class Solver:
                 joint field, a field of the wrong shape or with NaN; bad options.
         """
         from pdediff import likelihood
-        from pdediff.conditioning import joint_conditions, joint_encode, observation_channels
+        from pdediff.conditioning import joint_encode, observation_channels
 
         joint = tuple(self.config.model.joint)
         if not joint:

@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 import torch
 
-from pdediff.config import Config
 from pdediff.denoiser import Denoiser
 from pdediff.guidance import classifier_free
 from pdediff.networks import build_network
@@ -17,7 +16,7 @@ from pdediff.solver import Solver
 from pdediff.training import Trainer, train
 
 sys.path.insert(0, str(Path(__file__).parent))
-from test_training import _fixed_batch_loss, tiny_config  # noqa: E402
+from test_training import loss_before_and_after_training, tiny_config  # noqa: E402
 
 N = 8
 
@@ -81,12 +80,7 @@ def test_energy_model_trains_by_denoising_score_matching(tiny_dataset, tmp_path)
     c = tiny_config(tiny_dataset, steps=150, lr=3e-3, batch_size=16)
     c.model.energy = True
     trainer = Trainer(c.validate(), tmp_path / "e", progress=False)
-    trainer.index_gen.manual_seed(7)
-    before = np.mean([_fixed_batch_loss(trainer) for _ in range(3)])
-    trainer.index_gen.manual_seed(0)
-    trainer.run()
-    trainer.index_gen.manual_seed(7)
-    after = np.mean([_fixed_batch_loss(trainer) for _ in range(3)])
+    before, after = loss_before_and_after_training(trainer)
     assert after < 0.5 * before, (before, after)
     solver = Solver.from_checkpoint(trainer.ckpt_path)
     assert solver.denoiser.energy

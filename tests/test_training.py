@@ -44,15 +44,20 @@ def _fixed_batch_loss(trainer: Trainer) -> float:
         return float(trainer.loss_fn(trainer.model, x0, cond, generator=gen).mean())
 
 
-def test_tiny_model_lowers_the_loss(tiny_dataset, tmp_path):
-    c = tiny_config(tiny_dataset, steps=150, lr=3e-3, batch_size=16)
-    trainer = Trainer(c, tmp_path / "run", progress=False)
+def loss_before_and_after_training(trainer: Trainer) -> tuple[float, float]:
+    """The mean loss on the same three batches before and after ``trainer.run()``."""
     trainer.index_gen.manual_seed(7)
     before = np.mean([_fixed_batch_loss(trainer) for _ in range(3)])
     trainer.index_gen.manual_seed(0)
     trainer.run()
     trainer.index_gen.manual_seed(7)
     after = np.mean([_fixed_batch_loss(trainer) for _ in range(3)])
+    return before, after
+
+
+def test_tiny_model_lowers_the_loss(tiny_dataset, tmp_path):
+    c = tiny_config(tiny_dataset, steps=150, lr=3e-3, batch_size=16)
+    before, after = loss_before_and_after_training(Trainer(c, tmp_path / "run", progress=False))
     assert after < 0.5 * before, (before, after)
 
 
