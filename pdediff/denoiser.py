@@ -140,6 +140,9 @@ class Denoiser(nn.Module):
         cond = self._with_presence(cond, null, x)
         if not self.energy:
             return self._denoise(x, sigma, cond)
+        if torch.is_inference_mode_enabled():
+            raise ValueError("an energy model (energy=True) takes a gradient of its energy: call it under "
+                             "torch.no_grad(), not torch.inference_mode()")
         outer = torch.is_grad_enabled()
         with torch.enable_grad():
             xg = x if x.requires_grad else x.detach().requires_grad_(True)

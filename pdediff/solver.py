@@ -338,9 +338,14 @@ class Solver:
         """Classifier-free guidance needs a finite weight and a model with a null condition."""
         if not isinstance(cfg, (int, float, np.integer, np.floating)) or isinstance(cfg, bool) or not np.isfinite(cfg):
             raise ValueError(f"cfg={cfg!r} is invalid; expected a finite guidance weight (0: unguided)")
-        if cfg != 0 and getattr(self.denoiser, "null_channels", None) is None:
+        null = getattr(self.denoiser, "null_channels", None)
+        if cfg != 0 and null is None:
             raise ValueError(f"cfg={cfg!r} needs a model trained with a null condition (model.cond_dropout > 0); "
                              f"this one has model.cond_dropout={self.config.model.cond_dropout}: expected cfg=0")
+        if cfg != 0 and not null:
+            raise ValueError(f"cfg={cfg!r} would guide nothing: this model's null condition drops no channel (its "
+                             "conditions are Dirichlet data only, which stay); expected cfg=0, or a model that "
+                             "takes sources, coefficients or observations as conditions")
 
     def _check_tol(self, tol, estimate: bool) -> float | None:
         if tol is None:
@@ -660,7 +665,6 @@ class Solver:
                 joint field, a field of the wrong shape or with NaN; bad options.
         """
         from pdediff import likelihood
-        from pdediff.conditioning import joint_encode, observation_channels
 
         joint = tuple(self.config.model.joint)
         if not joint:
@@ -682,25 +686,8 @@ class Solver:
         for flag, value in (("bits", bits), ("progress", progress)):
             if not isinstance(value, (bool, np.bool_)):
                 raise ValueError(f"{flag}={value!r} is invalid; expected True or False")
-        missing = [k for k in joint if fields.get(k) is None]
-        if missing:
-            raise ValueError(f"{missing} are missing; log_likelihood scores whole fields: expected every one of "
-                             f"{list(joint)} as an (N, N) or (B, N, N) array")
-        given, masks, single = self._observations(joint, fields)
-        n = given[joint[0]].shape[-1]
-        for k in joint:
-            acts = unknown_nodes(self.problem, k, n)
-            if not masks[k][:, acts].all():
-                raise ValueError(f"{k} contains NaN; log_likelihood scores whole fields: expected finite values at "
-                                 "every node")
-        count = given[joint[0]].shape[0]
-        t = {k: torch.as_tensor(v, dtype=torch.float64) for k, v in given.items()}
-        x0, cond = joint_encode(self.problem, self.norm, joint, t)
-        x0 = x0.to(self.dtype)
-        cond = None if cond is None else cond.to(self.dtype)
-        if self.config.model.observe:  # the prior: nothing observed
-            obs = observation_channels(torch.zeros_like(x0), torch.zeros_like(x0))
-            cond = obs if cond is None else torch.cat([cond, obs], dim=1)
+        given, single, x0, cond = self._whole_joint(joint, fields, "log_likelihood")
+        count, n = x0.shape[0], x0.shape[-1]
         free = torch.stack([torch.as_tensor(unknown_nodes(self.problem, k, n)) for k in joint]).to(self.dtype)[None]
         dims = float(free.sum())
         # the Jacobian of the encoding, per sample: log p(fields) = log p(x) + log |dx / dfields|
@@ -712,7 +699,7 @@ class Solver:
                 jacobian -= np.log(given[k][:, acts]).sum(axis=1)
         sigma_data = float(self.denoiser.sigma_data)
         m = self.config.model
-        sigmas = likelihood.log_sigmas(steps + 1, m.sigma_min, m.sigma_max, dtype=self.dtype)
+        sigmas = likelihood.log_sigmas(int(steps) + 1, m.sigma_min, m.sigma_max, dtype=self.dtype)
         prior_std = float(np.hypot(m.sigma_max, sigma_data))
         out = np.empty(count)
         starts = range(0, count, batch_size)
@@ -734,6 +721,35 @@ class Solver:
         if bits:
             out = -out / (dims * np.log(2.0))
         return float(out[0]) if single else out
+
+    def _whole_joint(self, joint, fields: dict, caller: str):
+        """Check whole joint fields and encode them: ``(given, single, x0, cond)``, the
+        condition with empty observation channels for a ``model.observe`` network (the prior)
+        and the solution's ring taken from the Dirichlet data (where it is not a coordinate)."""
+        from pdediff.conditioning import joint_encode, observation_channels
+
+        missing = [k for k in joint if fields.get(k) is None]
+        if missing:
+            raise ValueError(f"{missing} are missing; {caller} scores whole fields: expected every one of "
+                             f"{list(joint)} as an (N, N) or (B, N, N) array")
+        given, masks, single = self._observations(joint, fields)
+        n = given[joint[0]].shape[-1]
+        for k in joint:
+            if not masks[k][:, unknown_nodes(self.problem, k, n)].all():
+                raise ValueError(f"{k} contains NaN; {caller} scores whole fields: expected finite values at "
+                                 "every node")
+        g = self.problem.dirichlet_field
+        if g is not None:  # the solution's ring is the data, a condition
+            k = self.problem.solution_field
+            given = {**given, k: np.where(boundary_mask(n), given[g], given[k])}
+        t = {k: torch.as_tensor(v, dtype=torch.float64) for k, v in given.items()}
+        x0, cond = joint_encode(self.problem, self.norm, joint, t)
+        x0 = x0.to(self.dtype).to(self.device)
+        cond = None if cond is None else cond.to(self.dtype).to(self.device)
+        if self.config.model.observe:  # the prior: nothing observed
+            obs = observation_channels(torch.zeros_like(x0), torch.zeros_like(x0))
+            cond = obs if cond is None else torch.cat([cond, obs], dim=1)
+        return given, single, x0, cond
 
     def energy(self, sigma: float = 0.05, **fields):
         """The energy ``E(x, sigma, c)`` of an energy-parameterised model (``model.energy``) at
@@ -760,27 +776,22 @@ class Solver:
             raise ValueError(f"sigma={sigma!r} is invalid; expected a finite noise level > 0")
         joint = tuple(self.config.model.joint)
         if joint:
-            from pdediff.conditioning import joint_encode
-
-            missing = [k for k in joint if fields.get(k) is None]
-            if missing:
-                raise ValueError(f"{missing} are missing; expected every one of {list(joint)}")
-            given, _, single = self._observations(joint, fields)
-            t = {k: torch.as_tensor(v, dtype=self.dtype, device=self.device) for k, v in given.items()}
-            x, cond = joint_encode(self.problem, self.norm, joint, t)
+            _, single, x, cond = self._whole_joint(joint, fields, "energy")
         else:
             name = self.problem.solution_field
             if fields.get(name) is None:
                 raise ValueError(f"{name} is missing; the energy scores a pair: expected {name} with the conditions")
             solution = fields.pop(name)
             batch = self._fields((), fields)
-            single = batch[self.problem.condition_fields[0]].ndim == 2
-            solution = as_field(name, solution, like=batch[self.problem.condition_fields[0]], dtype=np.float64)
+            first = batch[self.problem.condition_fields[0]]
+            single = first.ndim == 2
+            solution = as_field(name, solution, like=first, dtype=np.float64)
             batch = {k: (v[None] if single else v) for k, v in batch.items()}
-            t = {k: torch.as_tensor(v, dtype=self.dtype, device=self.device) for k, v in batch.items()}
+            # float64 through the encoding: the per-sample scale keeps any magnitude in range
+            t = {k: torch.as_tensor(v, dtype=torch.float64) for k, v in batch.items()}
             cond, s = encode(self.problem, self.norm, t)
-            x = encode_solution(self.norm, torch.as_tensor(solution.reshape(cond.shape[0], *cond.shape[-2:]),
-                                                           dtype=self.dtype, device=self.device), s)
+            x = encode_solution(self.norm, torch.as_tensor(solution, dtype=torch.float64).reshape(cond.shape[0], *cond.shape[-2:]), s)
+            x, cond = x.to(self.device, self.dtype), cond.to(self.device, self.dtype)
         with torch.no_grad():
             e = self.denoiser.energy_value(x, float(sigma), cond).double().cpu().numpy()
         return float(e[0]) if single else e

@@ -184,10 +184,11 @@ def _add_observation_inputs(weights: dict, config: Config, problem) -> dict:
 
     channels = network_channels(config, problem)
     new = 2 * channels["channels"]
-    first = channels["channels"] + channels["cond_channels"] - new  # x and the old conditions
+    flag = int(config.model.cond_dropout > 0)  # the null condition's flag follows the observations
+    first = channels["channels"] + channels["cond_channels"] - new - flag  # x and the old conditions
     out = {}
     for k, w in weights.items():
-        if k.startswith("net.") and w.ndim == 4 and w.shape[1] in (first, first + 2) and (
+        if k.startswith("net.") and w.ndim == 4 and w.shape[1] - flag in (first, first + 2) and (
                 k.endswith("input_conv.weight") or k.endswith("lifting.0.weight")):
             grown = w.new_zeros((w.shape[0], w.shape[1] + new, *w.shape[2:]))
             grown[:, :first] = w[:, :first]

@@ -153,6 +153,11 @@ def test_solver_density_is_in_the_fields_units():
                 + normal_logpdf(phi[:, inside], 0.5 * MU, 0.5 * std).sum(1))
     logp = solver.log_likelihood(rho=rho, phi=phi, g=np.zeros((3, N, N)), steps=64, divergence="exact")
     assert logp.shape == (3,) and np.allclose(logp, expected, atol=0.03)
+    # the solution's ring is the Dirichlet data, not a coordinate: whatever phi holds there
+    ring = ~unknown_nodes(solver.problem, "phi", N)
+    odd = np.where(ring, np.nan, phi)
+    assert np.allclose(solver.log_likelihood(rho=rho, phi=odd, g=np.zeros((3, N, N)), steps=64, divergence="exact"),
+                       logp, rtol=1e-12)
     bits = solver.log_likelihood(rho=rho[0], phi=phi[0], steps=64, divergence="exact", bits=True)
     assert isinstance(bits, float) and np.isclose(bits, -expected[0] / (2 * inside.sum() * np.log(2)), atol=1e-3)
 
@@ -187,6 +192,7 @@ def test_log_likelihood_bad_input_says_what_is_wrong():
     nan[3, 3] = np.nan
     with pytest.raises(ValueError, match="rho contains NaN"):
         solver.log_likelihood(rho=nan, phi=z)
+    assert np.isfinite(solver.log_likelihood(rho=z, phi=z, steps=np.int64(2)))
     with pytest.raises(ValueError, match="divergence="):
         solver.log_likelihood(rho=z, phi=z, divergence="trace")
     forward = pdediff.load_solver()

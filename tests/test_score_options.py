@@ -92,7 +92,8 @@ def test_energy_model_trains_by_denoising_score_matching(tiny_dataset, tmp_path)
     # the energy of a pair: per sample, and blind to the pair's scale (the PDE is linear)
     e = solver.energy(rho=rho, g=g, phi=phi)
     assert e.shape == (2,) and np.all(np.isfinite(e)) and np.all(e >= 0)
-    assert np.allclose(solver.energy(rho=-3.0 * rho, g=-3.0 * g, phi=-3.0 * phi), e, rtol=1e-4)
+    for c in (-3.0, 1e-30, 1e30):
+        assert np.allclose(solver.energy(rho=c * rho, g=c * g, phi=c * phi), e, rtol=1e-4)
     assert isinstance(solver.energy(rho=rho[0], g=g[0], phi=phi[0]), float)
     with pytest.raises(ValueError, match="phi is missing"):
         solver.energy(rho=rho, g=g)
@@ -187,3 +188,41 @@ def test_reconstruct_with_cfg_on_an_observation_model(tiny_dataset, tmp_path):
     assert np.array_equal(plain["phi"].values, same["phi"].values)
     assert not np.allclose(plain["phi"].values, guided["phi"].values)
     assert guided["phi"].values[4, 5] == 0.3 and guided.attrs["nfe"] == 2 * plain.attrs["nfe"]
+
+
+def test_observation_inputs_grow_before_the_null_flag(tiny_dataset, tmp_path):
+    """A joint model with a null condition grown to take observations starts as that model: the
+    new inputs enter between its conditions and its presence flag, with zero weights."""
+    from test_observe import joint_config
+
+    from pdediff.model import load_denoiser
+    from pdediff.training import export_checkpoint
+
+    c = joint_config(tiny_dataset, steps=4)
+    c.model.cond_dropout = 0.2
+    base = Trainer(c.validate(), tmp_path / "base", progress=False)
+    export_checkpoint(base.run(), tmp_path / "base.safetensors")
+    c = joint_config(tiny_dataset, steps=4, observe=True, init=str(tmp_path / "base.safetensors"))
+    c.model.cond_dropout = 0.2
+    grown = Trainer(c.validate(), tmp_path / "grown", progress=False)
+    source = load_denoiser(tmp_path / "base.safetensors").denoiser
+    x0, cond = grown._batch()
+    x = x0 + torch.randn_like(x0)
+    with torch.no_grad():
+        for null in (False, True):
+            a = grown.model(x, torch.full((8,), 0.7), cond, null=null)
+            b = source(x, torch.full((8,), 0.7), cond[:, :2], null=null)
+            assert torch.allclose(a, b, atol=1e-6)
+    # this joint model's conditions are Dirichlet data only: its null condition drops nothing
+    solver = Solver.from_checkpoint(tmp_path / "base" / "checkpoint.safetensors")
+    phi = np.full((17, 17), np.nan)
+    phi[8, 8] = 0.1
+    with pytest.raises(ValueError, match="cfg=1.0 would guide nothing"):
+        solver.reconstruct(samples=1, phi=phi, cfg=1.0)
+
+
+def test_energy_model_refuses_inference_mode():
+    energy = tiny_denoiser(energy=True)
+    x, cond = inputs()
+    with torch.inference_mode(), pytest.raises(ValueError, match="torch.no_grad"):
+        energy(x, 0.5, cond)
