@@ -7,7 +7,9 @@ The two checkpoints must differ only in ``model.energy`` (configs/poisson32-cfg.
 configs/poisson32-energy.yaml: same data, network, steps and seed). Prints, for each: the
 relative L2 of phi on the first ``--count`` test pairs at the model's own sampling and with Heun
 at 10 levels, milliseconds a solve, and milliseconds a training step (loss and backward on one
-batch of the config's size, fresh weights, the median of ``--repeats``); then the ratios.
+batch of the config's size, fresh weights, the median of ``--repeats``), and the median error on
+sources no training mixture names (single-node charges, line charges, short waves); then the
+ratios.
 """
 
 from __future__ import annotations
@@ -36,6 +38,23 @@ def accuracy_and_time(path: str, data: dict) -> dict:
             seconds = time.perf_counter() - t0
         out[label] = {"rel_l2": float(np.mean(metrics.relative_l2(phi, data["phi"]))),
                       "ms_per_solve": 1e3 * seconds / len(phi)}
+    return out
+
+
+def unseen_errors(path: str, count: int, data: str) -> dict[str, float]:
+    """Median relative L2 of phi on sources no training mixture names (benchmarks.trust's
+    families, smooth Dirichlet data), at the model's own sampling."""
+    import pdediff
+    from benchmarks.trust import poisson_pairs
+
+    solver = pdediff.load_solver(path)
+    out = {}
+    for family, f in poisson_pairs(solver.grid_size, count, data).items():
+        if family != "test":
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", AccuracyWarning)
+                phi = solver.solve(f["rho"], f["g"], estimate=False)
+            out[family] = float(np.median(metrics.relative_l2(phi, f["phi"])))
     return out
 
 
@@ -76,11 +95,13 @@ def main(argv=None) -> int:
         data = {k: np.asarray(f[k][: args.count], dtype=np.float64) for k in ("rho", "g", "phi")}
     rows = {}
     for label, path in (("direct", args.direct), ("energy", args.energy)):
-        rows[label] = {**accuracy_and_time(path, data), "ms_per_step": step_time(path, args.repeats)}
+        rows[label] = {**accuracy_and_time(path, data), "ms_per_step": step_time(path, args.repeats),
+                       "unseen": unseen_errors(path, args.count, args.data)}
         r = rows[label]
         print(f"{label:7s} phi {100 * r['own']['rel_l2']:.2f} % ({r['own']['ms_per_solve']:.1f} ms a solve), "
               f"Heun 10: {100 * r['heun10']['rel_l2']:.2f} % ({r['heun10']['ms_per_solve']:.1f} ms); "
-              f"training step {r['ms_per_step']:.0f} ms", flush=True)
+              f"training step {r['ms_per_step']:.0f} ms; unseen sources (median): "
+              + ", ".join(f"{k} {100 * v:.1f} %" for k, v in r["unseen"].items()), flush=True)
     d, e = rows["direct"], rows["energy"]
     print(f"energy / direct: error {e['own']['rel_l2'] / d['own']['rel_l2']:.2f}x (Heun 10: "
           f"{e['heun10']['rel_l2'] / d['heun10']['rel_l2']:.2f}x), solve time {e['own']['ms_per_solve'] / d['own']['ms_per_solve']:.2f}x "

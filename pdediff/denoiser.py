@@ -178,11 +178,11 @@ class Denoiser(nn.Module):
         b, (h, w) = x.shape[0], x.shape[-2:]
         present = torch.ones((b,), dtype=x.dtype, device=x.device)
         if null is not None and not (isinstance(null, bool) and not null):
-            drop = torch.as_tensor(null, device=x.device).expand(b).to(x.dtype)
-            present = 1 - drop
-            keep = torch.ones((b, cond.shape[1]), dtype=cond.dtype, device=cond.device)
-            keep[:, list(self.null_channels)] = present[:, None].to(cond.dtype)
-            cond = cond * keep[:, :, None, None]
+            present = 1 - torch.as_tensor(null, device=x.device).expand(b).to(x.dtype)
+            if cond is not None:
+                keep = torch.ones((b, cond.shape[1]), dtype=cond.dtype, device=cond.device)
+                keep[:, list(self.null_channels)] = present[:, None].to(cond.dtype)
+                cond = cond * keep[:, :, None, None]
         flag = present.to(cond.dtype if cond is not None else x.dtype)[:, None, None, None].expand(b, 1, h, w)
         return flag if cond is None else torch.cat([cond, flag], dim=1)
 

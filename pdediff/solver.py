@@ -127,6 +127,20 @@ def _generators(seed: int, first_index: int, count: int, stream: int) -> list[to
     return out
 
 
+def _check_integers(**named) -> None:
+    """Each ``name=(value, low)``: an integer (not a bool) >= low, else a ValueError naming it."""
+    for name, (value, low) in named.items():
+        if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < low:
+            raise ValueError(f"{name}={value!r} is invalid; expected an integer >= {low}")
+
+
+def _check_flags(**named) -> None:
+    """Each ``name=value``: True or False, else a ValueError naming it."""
+    for name, value in named.items():
+        if not isinstance(value, (bool, np.bool_)):
+            raise ValueError(f"{name}={value!r} is invalid; expected True or False")
+
+
 class Solver:
     """Solve a problem for new condition fields with a trained conditional diffusion model.
 
@@ -542,10 +556,7 @@ class Solver:
                              f"{list(self.problem.condition_fields)} (its posterior is a spike); reconstruct needs "
                              f"a joint model: expected one of the shipped '-joint' models (pdediff.models.MODELS) or a checkpoint "
                              f"with model.joint")
-        for name, value, low in (("samples", samples, 1), ("batch_size", batch_size, 1), ("seed", seed, 0),
-                                 ("cg_steps", cg_steps, 0)):
-            if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < low:
-                raise ValueError(f"{name}={value!r} is invalid; expected an integer >= {low}")
+        _check_integers(samples=(samples, 1), batch_size=(batch_size, 1), seed=(seed, 0), cg_steps=(cg_steps, 0))
         if samples > 100_000:
             raise ValueError(f"samples={samples!r} is invalid; expected an integer in [1, 100000]")
         default = "none" if self.config.model.observe else "dps"
@@ -558,9 +569,7 @@ class Solver:
         if (not isinstance(sigma_y, (int, float, np.integer, np.floating)) or isinstance(sigma_y, bool)
                 or not 0 <= sigma_y < np.inf):
             raise ValueError(f"sigma_y={sigma_y!r} is invalid; expected a finite number >= 0")
-        for flag, value in (("progress", progress), ("return_samples", return_samples)):
-            if not isinstance(value, (bool, np.bool_)):
-                raise ValueError(f"{flag}={value!r} is invalid; expected True or False")
+        _check_flags(progress=progress, return_samples=return_samples)
         sampler, steps = self._check_options(sampler, steps, seed, batch_size, 0.0, 0, "amg", None, False, False)
         self._check_cfg(cfg)
         given, masks, single = self._observations(joint, observed)
@@ -675,20 +684,15 @@ class Solver:
             raise ValueError(f"log_likelihood needs a joint model; this forward model's density of "
                              f"{self.problem.solution_field} given {list(self.problem.condition_fields)} is a spike "
                              f"(the PDE fixes the solution), so it has no finite log-density: expected {hint}")
-        for name, value, low in (("probes", probes, 1), ("steps", steps, 1), ("seed", seed, 0),
-                                 ("batch_size", batch_size, 1)):
-            if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < low:
-                raise ValueError(f"{name}={value!r} is invalid; expected an integer >= {low}")
+        _check_integers(probes=(probes, 1), steps=(steps, 1), seed=(seed, 0), batch_size=(batch_size, 1))
         if divergence not in likelihood.DIVERGENCES:
             raise ValueError(f"divergence={divergence!r} is unknown; expected one of {list(likelihood.DIVERGENCES)}")
         if probe not in likelihood.PROBES:
             raise ValueError(f"probe={probe!r} is unknown; expected one of {list(likelihood.PROBES)}")
-        for flag, value in (("bits", bits), ("progress", progress)):
-            if not isinstance(value, (bool, np.bool_)):
-                raise ValueError(f"{flag}={value!r} is invalid; expected True or False")
+        _check_flags(bits=bits, progress=progress)
         given, single, x0, cond = self._whole_joint(joint, fields, "log_likelihood")
         count, n = x0.shape[0], x0.shape[-1]
-        free = torch.stack([torch.as_tensor(unknown_nodes(self.problem, k, n)) for k in joint]).to(self.dtype)[None]
+        free = torch.stack([torch.as_tensor(unknown_nodes(self.problem, k, n)) for k in joint]).to(self.device, self.dtype)[None]
         dims = float(free.sum())
         # the Jacobian of the encoding, per sample: log p(fields) = log p(x) + log |dx / dfields|
         jacobian = np.zeros(count)
@@ -715,7 +719,7 @@ class Solver:
             if divergence == "hutchinson":
                 v = likelihood.draw_probes(xb.shape, probes, probe, _generators(seed, start, stop - start, 0),
                                            device=self.device, dtype=self.dtype)
-            logp, _ = likelihood.ode_log_likelihood(self.denoiser, xb, cb, sigmas, free.to(self.device), prior_std, v)
+            logp, _ = likelihood.ode_log_likelihood(self.denoiser, xb, cb, sigmas, free, prior_std, v)
             out[start:stop] = logp.cpu().numpy()
         out = out + jacobian
         if bits:
