@@ -548,8 +548,23 @@ class Solver:
         import xarray as xr
 
         from pdediff import observe
+        from pdediff import reconstruct as stage
         from pdediff.conditioning import joint_conditions, joint_decode_field, joint_encode, joint_encode_field
 
+        if method in stage.METHODS:
+            _check_integers(samples=(samples, 1), seed=(seed, 0))
+            if samples > 100_000:
+                raise ValueError(f"samples={samples!r} is invalid; expected an integer in [1, 100000]")
+            if (not isinstance(sigma_y, (int, float, np.integer, np.floating)) or isinstance(sigma_y, bool)
+                    or not 0 <= sigma_y < np.inf):
+                raise ValueError(f"sigma_y={sigma_y!r} is invalid; expected a finite number >= 0")
+            _check_flags(progress=progress, return_samples=return_samples)
+            if method == "gaussian":
+                return stage.run_gaussian(self, samples, seed, float(sigma_y), return_samples, observed)
+            _check_integers(batch_size=(batch_size, 1))
+            sampler, steps = self._check_options(sampler, steps, seed, batch_size, 0.0, 0, "amg", None, False, False)
+            return stage.run_diffusion(self, samples, seed, float(sigma_y), return_samples, observed, sampler=sampler,
+                                       steps=steps, batch_size=batch_size, progress=progress)
         joint = tuple(self.config.model.joint)
         if not joint:
             raise ValueError(f"this model is a forward model of {self.problem.solution_field} given "

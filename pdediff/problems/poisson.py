@@ -115,6 +115,11 @@ class Poisson(Problem):
         Grid(int(n))
         return _operator(int(n))
 
+    def eigenvalues(self, n: int) -> np.ndarray:
+        """The interior operator's eigenvalues in the DST-I basis, shape (n-2, n-2) indexed by (p-1, q-1)."""
+        Grid(int(n))
+        return _dst_eigenvalues(int(n))
+
     def rhs(self, rho: np.ndarray, g: np.ndarray) -> np.ndarray:
         """Interior right-hand side with lifted boundary data, shape (..., n-2, n-2)."""
         n = rho.shape[-1]
