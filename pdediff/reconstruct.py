@@ -417,13 +417,14 @@ def run_gaussian(solver, samples: int, seed: int, sigma_y: float, return_samples
 # ---------------------------------------------------------------------------- diffusion
 def run_diffusion(solver, samples: int, seed: int, sigma_y: float, return_samples: bool, observed: dict, *,
                   sampler: str, steps: int, batch_size: int, progress: bool, holdout: float = HOLDOUT,
-                  covariance: str = "spectral"):
+                  covariance: str = "spectral", control: bool = True):
     """``Solver.reconstruct(method="diffusion")`` (see the module docstring)."""
     import torch
 
     from pdediff.conditioning import joint_conditions, joint_decode_field, joint_encode, joint_encode_field
     from pdediff.gauss_newton import EllipticModel
-    from pdediff.kriging import ring_nodes
+    from pdediff.gaussian import inverse, transform
+    from pdediff.kriging import LinearModel, ring_nodes
     from pdediff.noise import randn
     from pdediff.physics_posterior import COVARIANCES, elliptic_posterior, linear_posterior
     from pdediff.samplers import SAMPLERS, get_sigmas_karras
@@ -461,7 +462,7 @@ def run_diffusion(solver, samples: int, seed: int, sigma_y: float, return_sample
         # the Gaussian posterior gives the Dirichlet data where they are not given, and each
         # sample's prior amplitude
         # (a draw of the data for each draw where they are inferred) and each sample's amplitude
-        _, _, _, g_est, _, _, _, amplitude, g_draws = gaussian_linear(problem, priors, kept_fields, kept_masks,
+        base, _, _, g_est, _, _, _, amplitude, g_draws = gaussian_linear(problem, priors, kept_fields, kept_masks,
                                                                         dirichlet_given, samples, seed, sigma_y)
         if not dirichlet_given:
             fields = {**fields, g_name: g_est}
@@ -539,6 +540,21 @@ def run_diffusion(solver, samples: int, seed: int, sigma_y: float, return_sample
     sigmas = get_sigmas_karras(steps, solver.config.model.sigma_min, solver.config.model.sigma_max,
                                device=device).to(dtype)
     total = count * samples
+    coupled = np.zeros((total, n, n))
+
+    def gaussian_denoiser(amplitudes):
+        law = priors["source"]
+
+        def denoise(x, sigma, cond):
+            s = float(torch.as_tensor(sigma).reshape(-1)[0]) * unit
+            f = x[:, i_field].double().cpu().numpy() * unit
+            c = law.variance[None] * amplitudes[:, None, None] ** 2
+            f = law.mean + inverse(c / (c + s**2) * transform(f - law.mean, "dst"), "dst")
+            d = x.clone()
+            d[:, i_field] = torch.as_tensor(f / unit, dtype=x.dtype, device=x.device)
+            return d
+
+        return denoise
     draws = {k: np.empty((total, n, n)) for k in (field, sol)}
     starts = range(0, total, batch_size)
     if progress:
@@ -559,9 +575,18 @@ def run_diffusion(solver, samples: int, seed: int, sigma_y: float, return_sample
             posterior = elliptic_posterior(solver.denoiser, fields_of, model_of, groups, unit,
                                            priors["log_coefficient"], covariance, sigma_data)
         x = randn((stop - start, len(joint), n, n), _generators(seed, start, stop - start, 0), device, dtype) * sigmas[0]
+        x_start = x.clone()
         with torch.no_grad():
             x, used = SAMPLERS[sampler](posterior, x, sigmas, cb, generator=_generators(seed, start, stop - start, 1))
         nfe = max(nfe, int(used))
+        if spectral(problem) and control:
+            # the same flow from the same noise with the exact denoiser of the fitted Gaussian law:
+            # draws of the Gaussian posterior coupled to the network's, whose mean is known exactly
+            gauss = linear_posterior(gaussian_denoiser(amplitude[which]), fields_of, model_of,
+                                     linear_groups(rows_all, which), unit, solve_of(rows_all), covariance, sigma_data)
+            with torch.no_grad():
+                xg, _ = SAMPLERS[sampler](gauss, x_start, sigmas, cb, generator=_generators(seed, start, stop - start, 1))
+            coupled[start:stop] = np.where(boundary_mask(n), 0.0, fields_of(xg))
         f = fields_of(x)
         if spectral(problem):
             f = np.where(boundary_mask(n), 0.0, f)
@@ -574,6 +599,18 @@ def run_diffusion(solver, samples: int, seed: int, sigma_y: float, return_sample
     out = {k: v.mean(axis=1) for k, v in draws.items()}
     ddof = 1 if samples > 1 else 0
     std = {k: v.std(axis=1, ddof=ddof) for k, v in draws.items()}
+    beta = np.zeros(count)
+    if spectral(problem) and control:
+        coupled = coupled.reshape(count, samples, n, n)
+        for b in range(count):
+            dx = draws[field][b] - draws[field][b].mean(0)
+            dg = coupled[b] - coupled[b].mean(0)
+            var = float((dg**2).sum())
+            beta[b] = 1.0 if samples < 2 or var == 0 else float(np.clip((dx * dg).sum() / var, 0.0, 1.0))
+            out[field][b] = out[field][b] - beta[b] * (coupled[b].mean(0) - base[field][b])
+        g_mean = g_rows.reshape(count, samples, n, n).mean(axis=1)
+        lifted_all = LinearModel(lam, lift_e, priors["source"])
+        out[sol] = lifted_all.solution(out[field], np.stack([ring_values(g_mean[b], n) for b in range(count)]))
     if spectral(problem) and not dirichlet_given and priors.get("ring") is not None:
         ring = boundary_mask(n)
         g_draws = g_rows.reshape(count, samples, n, n)
@@ -595,6 +632,7 @@ def run_diffusion(solver, samples: int, seed: int, sigma_y: float, return_sample
     warn_heldout(heldout, counts, pde if problem.linear else None, "diffusion")
     attrs = dict(method="diffusion", sigma_y=float(sigma_y), sampler=sampler, steps=int(steps), nfe=nfe,
                  samples=int(samples), seconds=seconds, check=f"held-out share {holdout:g}", covariance=covariance,
+                 control_variate=json.dumps([round(float(v), 4) for v in beta]) if control and spectral(problem) else "none",
                  dirichlet="given" if dirichlet_given else ("inferred" if spectral(problem) and
                                                             priors.get("ring") is not None else "zero"))
     return dataset(problem, out, std, masks, fields, single, heldout, counts, draws if return_samples else None,
