@@ -73,12 +73,13 @@ class EllipticModel:
         e = np.zeros(((n - 2) ** 2, m))
         e[(i - 1) * (n - 2) + (j - 1), np.arange(m)] = 1.0
         w = lu.solve(e).T.reshape(m, n - 2, n - 2)  # A symmetric: A^-T e_k = A^-1 e_k
-        zt = torch.as_tensor(z, dtype=torch.float64).expand(m, n, n).clone().requires_grad_(True)
-        ut = torch.as_tensor(u, dtype=torch.float64).expand(m, n, n)
-        ft = torch.as_tensor(self.f, dtype=torch.float64).expand(m, n, n)
-        gt = torch.as_tensor(self.g, dtype=torch.float64).expand(m, n, n)
-        r, _ = self.problem.residual_terms(ut, zt.exp(), ft, gt)
-        (grad,) = torch.autograd.grad((r * torch.as_tensor(w)).sum(), zt)
+        with torch.enable_grad():  # also inside a sampler's no_grad
+            zt = torch.as_tensor(z, dtype=torch.float64).expand(m, n, n).clone().requires_grad_(True)
+            ut = torch.as_tensor(u, dtype=torch.float64).expand(m, n, n)
+            ft = torch.as_tensor(self.f, dtype=torch.float64).expand(m, n, n)
+            gt = torch.as_tensor(self.g, dtype=torch.float64).expand(m, n, n)
+            r, _ = self.problem.residual_terms(ut, zt.exp(), ft, gt)
+            (grad,) = torch.autograd.grad((r * torch.as_tensor(w)).sum(), zt)
         return grad.reshape(m, n * n).numpy()
 
 

@@ -43,6 +43,11 @@ METHODS = ("gaussian", "diffusion")
 #: set the baseline; about 1-4 s at N = 64 on a CPU, once per law and grid, cached).
 PRIOR_DRAWS = 3000
 
+#: The sampler's noise levels of ``"diffusion"`` by default (Heun: 31 network evaluations a
+#: draw): 16 levels were as accurate as 32 on Poisson blobs from 3 % of phi at half the time,
+#: and the draws then buy more than the levels (``python -m benchmarks.posterior --blocks nfe``).
+DIFFUSION_STEPS = 16
+
 #: The share of observations held back by ``"diffusion"`` to check the posterior (at least one,
 #: none when fewer than 10 are observed).
 HOLDOUT = 0.1
@@ -358,6 +363,8 @@ def gaussian_elliptic(problem, priors: dict, fields: dict, masks: dict, samples:
     draws = {k: np.empty((count, samples, n, n)) for k in (coef, sol)}
     heldout, counts = np.zeros(count), np.zeros(count, dtype=np.int64)
     iterations = []
+    if not masks:
+        raise ValueError("nothing is observed")
     for b in range(count):
         model = EllipticModel(problem, fields[src][b], fields[g_name][b])
         u_nodes = np.flatnonzero(masks[sol][b].ravel()) if sol in masks else np.zeros(0, dtype=np.int64)
@@ -407,7 +414,7 @@ def run_gaussian(solver, samples: int, seed: int, sigma_y: float, return_samples
     solution = out[problem.solution_field]
     args = [out[k] if k in out else fields[k] for k in problem.condition_fields]
     pde = np.atleast_1d(problem.relative_residual(solution, *args))
-    warn_heldout(heldout, counts, pde if problem.linear else None, "gaussian")
+    warn_heldout(heldout, counts, pde if spectral(problem) else None, "gaussian")
     attrs = dict(method="gaussian", sigma_y=float(sigma_y), nfe=0, samples=int(samples), seconds=seconds,
                  check="leave-one-out", **{k: (json.dumps(v) if isinstance(v, list) else v) for k, v in extra.items()})
     return dataset(problem, out, std, masks, fields, single, heldout, counts, draws if return_samples else None,
@@ -446,6 +453,11 @@ def run_diffusion(solver, samples: int, seed: int, sigma_y: float, return_sample
     priors = law_priors(problem, solver.card, n)
     sol, g_name = problem.solution_field, problem.dirichlet_field
     field = wanted[0]  # the source or the coefficient: the network's prior
+    if spectral(problem) and sigma_y == 0 and field in masks and masks[field][:, problem.support(field, n)].all():
+        # the source is known wherever it acts: the posterior is the exact solve, no prior needed
+        ds = run_gaussian(solver, samples, seed, sigma_y, return_samples, observed)
+        ds.attrs.update(method="diffusion", note=f"{field} given whole: the exact solve (no network evaluation)")
+        return ds
     # hold back a share of each sample's observations (all fields) to check the posterior
     kept, held = {}, {}
     for b in range(count):
@@ -505,7 +517,7 @@ def run_diffusion(solver, samples: int, seed: int, sigma_y: float, return_sample
             phi_nodes = phi_nodes[~np.isin(phi_nodes, ring_nodes(n))]
             src_nodes = kept.get((field, b), np.zeros(0, dtype=np.int64))
             a, _ = model.rows(phi_nodes, src_nodes)
-            y = np.concatenate([fields[sol][b].ravel()[phi_nodes],
+            y = np.concatenate([fields[sol][b].ravel()[phi_nodes] if len(phi_nodes) else np.zeros(0),
                                 fields[field][b].ravel()[src_nodes] if len(src_nodes) else np.zeros(0)])
             per_sample.append((a, y, phi_nodes, np.full(len(y), sigma_y**2),
                                priors["source"].variance * amplitude[b] ** 2))
@@ -536,6 +548,14 @@ def run_diffusion(solver, samples: int, seed: int, sigma_y: float, return_sample
             u_values = fields[sol][b].ravel()[u_nodes] if len(u_nodes) else np.zeros(0)
             per_sample.append((model, u_nodes, u_values, z_nodes, z_values, sigma_y,
                                sigma_y / np.exp(z_values) if len(z_nodes) else np.zeros(0), 1.0))
+        # the flow starts from the Gauss-Newton posterior's draws, noised to the level sigma* at
+        # which the noise equals that posterior's own spread (its mean variance of log a over the
+        # nodes): the coarse field comes from the exact adjoint, the diffusion prior sharpens it
+        _, _, warm, _, _, _ = gaussian_elliptic(problem, priors, kept_fields, kept_masks, max(samples, 2), seed,
+                                                sigma_y)
+        warm_z = np.log(warm[field])
+        warm_sigma = np.sqrt(np.mean(np.var(warm_z, axis=1, ddof=1), axis=(-2, -1))) / unit
+        warm_sigma = np.clip(warm_sigma, solver.config.model.sigma_min * 2, solver.config.model.sigma_max)
 
     sigmas = get_sigmas_karras(steps, solver.config.model.sigma_min, solver.config.model.sigma_max,
                                device=device).to(dtype)
@@ -556,14 +576,17 @@ def run_diffusion(solver, samples: int, seed: int, sigma_y: float, return_sample
 
         return denoise
     draws = {k: np.empty((total, n, n)) for k in (field, sol)}
-    starts = range(0, total, batch_size)
+    if spectral(problem):
+        starts = [(a, min(a + batch_size, total)) for a in range(0, total, batch_size)]
+    else:  # one warm start per sample: batches do not cross samples
+        starts = [(b * samples + a, b * samples + min(a + batch_size, samples))
+                  for b in range(count) for a in range(0, samples, batch_size)]
     if progress:
         from tqdm.auto import tqdm
 
         starts = tqdm(starts, desc="reconstruct", unit="batch")
     nfe = 0
-    for start in starts:
-        stop = min(start + batch_size, total)
+    for start, stop in starts:
         which = np.arange(start, stop) // samples
         rows_all = np.arange(start, stop)
         cb = None if cond is None else cond[start:stop]
@@ -574,10 +597,23 @@ def run_diffusion(solver, samples: int, seed: int, sigma_y: float, return_sample
             groups = [(np.flatnonzero(which == b), *per_sample[b]) for b in np.unique(which)]
             posterior = elliptic_posterior(solver.denoiser, fields_of, model_of, groups, unit,
                                            priors["log_coefficient"], covariance, sigma_data)
-        x = randn((stop - start, len(joint), n, n), _generators(seed, start, stop - start, 0), device, dtype) * sigmas[0]
+        x = randn((stop - start, len(joint), n, n), _generators(seed, start, stop - start, 0), device, dtype)
+        schedule = sigmas
+        if spectral(problem):
+            x = x * sigmas[0]
+        else:
+            b = int(which[0])
+            schedule = get_sigmas_karras(steps, solver.config.model.sigma_min, float(warm_sigma[b]),
+                                         device=device).to(dtype)
+            k = np.arange(start, stop) - b * samples
+            a0 = torch.as_tensor(warm[field][b][k], dtype=dtype, device=device)
+            u0 = torch.as_tensor(warm[sol][b][k], dtype=dtype, device=device)
+            x0 = torch.stack([joint_encode_field(problem, solver.norm, name, a0 if name == field else u0)
+                              for name in joint], dim=1)
+            x = x0 + x * schedule[0]
         x_start = x.clone()
         with torch.no_grad():
-            x, used = SAMPLERS[sampler](posterior, x, sigmas, cb, generator=_generators(seed, start, stop - start, 1))
+            x, used = SAMPLERS[sampler](posterior, x, schedule, cb, generator=_generators(seed, start, stop - start, 1))
         nfe = max(nfe, int(used))
         if spectral(problem) and control:
             # the same flow from the same noise with the exact denoiser of the fitted Gaussian law:
@@ -629,14 +665,21 @@ def run_diffusion(solver, samples: int, seed: int, sigma_y: float, return_sample
     seconds = time.perf_counter() - t0
     args = [out[k] if k in out else fields[k] for k in problem.condition_fields]
     pde = np.atleast_1d(problem.relative_residual(out[sol], *args))
-    warn_heldout(heldout, counts, pde if problem.linear else None, "diffusion")
-    attrs = dict(method="diffusion", sigma_y=float(sigma_y), sampler=sampler, steps=int(steps), nfe=nfe,
+    warn_heldout(heldout, counts, pde if spectral(problem) else None, "diffusion")
+    if not spectral(problem):
+        extra_attrs = {"warm_start_sigma": json.dumps([round(float(v), 5) for v in warm_sigma])}
+    else:
+        extra_attrs = {}
+    attrs = dict(method="diffusion", sigma_y=float(sigma_y), sampler=sampler, steps=int(steps), nfe=nfe, **extra_attrs,
                  samples=int(samples), seconds=seconds, check=f"held-out share {holdout:g}", covariance=covariance,
                  control_variate=json.dumps([round(float(v), 4) for v in beta]) if control and spectral(problem) else "none",
                  dirichlet="given" if dirichlet_given else ("inferred" if spectral(problem) and
                                                             priors.get("ring") is not None else "zero"))
-    return dataset(problem, out, std, masks, fields, single, heldout, counts, draws if return_samples else None,
-                   attrs)
+    ds = dataset(problem, out, std, masks, fields, single, heldout, counts, draws if return_samples else None, attrs)
+    for k in masks:  # the observations held back (not used by the posterior)
+        held_mask = masks[k] & ~kept_masks[k]
+        ds[f"{k}_heldout"] = (ds[f"{k}_observed"].dims, held_mask[0] if single else held_mask)
+    return ds
 
 
 def ring_values(g: np.ndarray, n: int) -> np.ndarray:

@@ -312,6 +312,30 @@ class Solver:
         return (phi, info) if return_info else phi
 
     # stages of solve, reused by anything that samples the model
+    def default_reconstruct_method(self) -> str:
+        """The method ``reconstruct`` uses when none is named, the best measured
+        (``python -m benchmarks.posterior``): ``"diffusion"`` for a joint model of a linear
+        problem's source and solution, ``"gaussian"`` for a coefficient problem (Darcy: the
+        diffusion prior of log a was measured worse than the Gauss-Newton baseline), ``"none"``
+        for a model that takes the observations as inputs; a checkpoint may name its own
+        (``config.notes["reconstruct_method"]``, among :data:`pdediff.reconstruct.METHODS`)."""
+        from pdediff import reconstruct as stage
+
+        named = self.config.notes.get("reconstruct_method")
+        if named in stage.METHODS:
+            return named
+        joint = sorted(self.config.model.joint)
+        if self.config.model.observe or not joint:
+            return "none" if self.config.model.observe else "dps"
+        card = self.card or {}
+        if not (card.get("source") or card.get("coefficient")):  # no law to fit a Gaussian prior to
+            return "dps"
+        if stage.spectral(self.problem) and joint == sorted(stage.unknown_fields(self.problem)):
+            return "diffusion"
+        if stage.elliptic(self.problem) or stage.spectral(self.problem):
+            return "gaussian"
+        return "dps"
+
     def _check_options(self, sampler, steps, seed, batch_size, guidance, polish, polish_method,
                        sampler_options, any_grid, resample, **flags) -> tuple[str, int]:
         """Validate solve's options; return the sampler and its number of noise levels."""
@@ -495,7 +519,7 @@ class Solver:
     def reconstruct(self, samples: int = 8, seed: int = 0, *, method: str | None = None, sigma_y: float = 0.0,
                     sampler: str | None = None, steps: int | None = None, batch_size: int = 64,
                     progress: bool = False, return_samples: bool = False, cg_steps: int = 0, cfg: float = 0.0,
-                    **observed):
+                    holdout: float | None = None, **observed):
         """Sample a joint model's fields given what is observed of them (a joint model only).
 
         Args:
@@ -551,6 +575,11 @@ class Solver:
         from pdediff import reconstruct as stage
         from pdediff.conditioning import joint_conditions, joint_decode_field, joint_encode, joint_encode_field
 
+        if method is None:
+            method = self.default_reconstruct_method()
+        if holdout is not None and (not isinstance(holdout, (int, float, np.integer, np.floating))
+                                    or isinstance(holdout, bool) or not 0 <= holdout < 1):
+            raise ValueError(f"holdout={holdout!r} is invalid; expected a share in [0, 1)")
         if method in stage.METHODS:
             _check_integers(samples=(samples, 1), seed=(seed, 0))
             if samples > 100_000:
@@ -562,22 +591,28 @@ class Solver:
             if method == "gaussian":
                 return stage.run_gaussian(self, samples, seed, float(sigma_y), return_samples, observed)
             _check_integers(batch_size=(batch_size, 1))
+            if cfg:
+                raise ValueError(f"cfg={cfg!r} is not offered with method='diffusion' (the observations enter through "
+                                 "the exact operator, not the network); expected cfg=0")
+            if steps is None and sampler is None:
+                steps = stage.DIFFUSION_STEPS
             sampler, steps = self._check_options(sampler, steps, seed, batch_size, 0.0, 0, "amg", None, False, False)
             return stage.run_diffusion(self, samples, seed, float(sigma_y), return_samples, observed, sampler=sampler,
-                                       steps=steps, batch_size=batch_size, progress=progress)
+                                       steps=steps, batch_size=batch_size, progress=progress,
+                                       holdout=stage.HOLDOUT if holdout is None else float(holdout))
+        if holdout:
+            raise ValueError(f"holdout={holdout!r} is offered with method='gaussian' or 'diffusion' only; expected None")
         joint = tuple(self.config.model.joint)
         if not joint:
             raise ValueError(f"this model is a forward model of {self.problem.solution_field} given "
                              f"{list(self.problem.condition_fields)} (its posterior is a spike); reconstruct needs "
                              f"a joint model: expected one of the shipped '-joint' models (pdediff.models.MODELS) or a checkpoint "
-                             f"with model.joint")
+                             f"with model.joint, or method='gaussian' (the Gaussian prior of the training law)")
         _check_integers(samples=(samples, 1), batch_size=(batch_size, 1), seed=(seed, 0), cg_steps=(cg_steps, 0))
         if samples > 100_000:
             raise ValueError(f"samples={samples!r} is invalid; expected an integer in [1, 100000]")
-        default = "none" if self.config.model.observe else "dps"
-        method = method if method is not None else self.config.notes.get("reconstruct_method", default)
         if method not in observe.METHODS:
-            raise ValueError(f"method={method!r} is unknown; expected one of {list(observe.METHODS)}")
+            raise ValueError(f"method={method!r} is unknown; expected one of {list(stage.METHODS + observe.METHODS)}")
         if method == "none" and not self.config.model.observe:
             raise ValueError("method='none' would ignore the observations: this joint model does not take them as "
                              "inputs (model.observe); expected 'dps', 'replace', 'dps+residual' or 'replace+residual'")
