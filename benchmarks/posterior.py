@@ -15,12 +15,14 @@ standard deviations of the truth (a Gaussian: 68 and 95 %).
 Blocks (each writes ``posterior-<block>.md`` and ``.json`` to ``--out``; ``main`` also a gallery):
 
 * ``main``: Poisson at 3 % of phi on blobs, point charges, disks and rectangles, grf, with zero
-  and smooth g (not given), the whole rho -> phi; methods gaussian, diffusion and the former
-  default dps;
+  and smooth g (not given), the whole rho -> phi; methods gaussian and diffusion (``--former``:
+  also the former default, dps+residual, on blobs with zero g);
 * ``share``: Poisson blobs (zero g) and Darcy u -> a at 1, 3, 10, 30 % observed;
 * ``nfe``: Poisson blobs at 3 % of phi against the sampler's steps and the number of draws;
 * ``darcy``: Darcy 3 % of a -> u and 3 % of u -> a on the threshold law (with the share of nodes
-  in the right phase).
+  in the right phase);
+* ``calibration``: the share of unobserved nodes within k posterior standard deviations, k = 0.5
+  ... 3, against a Gaussian's (Poisson at 3 % of phi; blobs, point charges and grf pooled).
 """
 
 from __future__ import annotations
@@ -132,7 +134,8 @@ def block_main(args) -> dict:
     results = {}
     gallery = None
     for law, boundary, field, share in POISSON_TASKS:
-        methods = ["gaussian", "diffusion"] + (["dps"] if (law, boundary) == ("blobs", "zero") else [])
+        methods = ["gaussian", "diffusion"] + (["dps+residual"] if args.former and (law, boundary) == ("blobs", "zero")
+                                               else [])
         rows, truth, observed = poisson_case(solver, law, boundary, field, share, args.count, args.seed,
                                              args.samples, methods)
         results[f"{law}/{boundary}/{field}/{share}"] = rows
@@ -198,7 +201,40 @@ def block_darcy(args) -> dict:
     return {f"darcy {field} 0.03": darcy_case(solver, field, 0.03, args) for field in ("a", "u")}
 
 
-BLOCKS = {"main": block_main, "share": block_share, "nfe": block_nfe, "darcy": block_darcy}
+#: Multiples of the posterior standard deviation of the calibration curve.
+KS = (0.5, 1.0, 1.5, 2.0, 2.5, 3.0)
+
+
+def block_calibration(args) -> dict:
+    """The share of unobserved nodes within k posterior standard deviations of the truth, against
+    a Gaussian's, per method (Poisson at 3 % of phi, three laws pooled)."""
+    from scipy.stats import norm
+
+    import pdediff
+    from pdediff.problems.base import boundary_mask
+
+    solver = pdediff.load_solver("poisson-joint")
+    n = 64
+    pooled = {m: {"phi": [], "rho": []} for m in ("gaussian", "diffusion")}
+    for law in ("blobs", "point_charges", "grf"):
+        truth = poisson_truth(law, "zero", args.count, args.seed)
+        mask = mask_of(args.count, n, 0.03, np.ones((n, n), dtype=bool), args.seed, 11)
+        for method in pooled:
+            ds, _, _ = run_method(solver, method, {"phi": np.where(mask, truth["phi"], np.nan)}, args.samples)
+            for k in ("phi", "rho"):
+                z = np.abs(ds[k].values - truth[k]) / np.maximum(ds[f"{k}_std"].values, 1e-300)
+                free = ~mask if k == "phi" else ~boundary_mask(n)[None].repeat(args.count, 0)
+                pooled[method][k].append(z[free])
+    curve = {"k": list(KS), "gaussian law": [float(2 * norm.cdf(k) - 1) for k in KS]}
+    for method, fields in pooled.items():
+        for k, parts in fields.items():
+            z = np.concatenate(parts)
+            curve[f"{method} {k}"] = [float(np.mean(z <= c)) for c in KS]
+    return curve
+
+
+BLOCKS = {"main": block_main, "share": block_share, "nfe": block_nfe, "darcy": block_darcy,
+          "calibration": block_calibration}
 
 
 def table(results: dict) -> list[str]:
@@ -214,6 +250,36 @@ def table(results: dict) -> list[str]:
             lines.append(f"| {task} | {method} | {err} | {cover} | {r['heldout']:.2f} | {r['nfe']} | "
                          f"{r['seconds_per_sample']:.1f} | {r['warned']} |")
     return lines
+
+
+def calibration_table(curve: dict) -> list[str]:
+    keys = [k for k in curve if k != "k"]
+    lines = ["| within k std | " + " | ".join(f"{k:g}" for k in curve["k"]) + " |",
+             "| --- |" + " --- |" * len(curve["k"])]
+    for key in keys:
+        lines.append(f"| {key} | " + " | ".join(f"{100 * v:.0f} %" for v in curve[key]) + " |")
+    return lines
+
+
+def draw_calibration(path: Path, curve: dict) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 4))
+    for key, values in curve.items():
+        if key == "k":
+            continue
+        style = dict(color="black", lw=2, ls="--") if key == "gaussian law" else {}
+        ax.plot(curve["k"], values, marker="o" if key != "gaussian law" else None, label=key, **style)
+    ax.set_xlabel("k (posterior standard deviations)")
+    ax.set_ylabel("share of unobserved nodes within k std")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
 
 
 def draw_gallery(path: Path, gallery) -> None:
@@ -253,6 +319,7 @@ def main(argv=None) -> int:
     p.add_argument("--count", type=int, default=16, help="samples per task")
     p.add_argument("--samples", type=int, default=8, help="posterior draws per sample")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--former", action="store_true", help="main: also the former default, dps+residual, on blobs")
     p.add_argument("--out", default=str(RESULTS))
     args = p.parse_args(argv)
     blocks = [b.strip() for b in args.blocks.split(",")]
@@ -273,8 +340,13 @@ def main(argv=None) -> int:
         gallery = None
         if block == "main":
             results, gallery = results
-        lines = [f"# Observations: {block}", "", f"`{command}` ({args.count} samples a task, {args.samples} draws; "
-                 f"{time.perf_counter() - t0:.0f} s on this machine)", ""] + table(results) + [""]
+        head = [f"# Observations: {block}", "", f"`{command}` ({args.count} samples a task, {args.samples} draws; "
+                f"{time.perf_counter() - t0:.0f} s on this machine)", ""]
+        if block == "calibration":
+            lines = head + calibration_table(results) + ["", "![calibration](posterior-calibration.png)", ""]
+            draw_calibration(out / "posterior-calibration.png", results)
+        else:
+            lines = head + table(results) + [""]
         if gallery is not None:
             draw_gallery(out / "posterior-gallery.png", gallery)
             lines += ["![truth, observations, mean, std and error of each method](posterior-gallery.png)", ""]

@@ -47,7 +47,7 @@ def unit_modes_all(n: int, nodes: np.ndarray) -> np.ndarray:
 
 @dataclass
 class EllipticModel:
-    """The forward map of one sample: ``problem`` (Darcy), its source ``f`` and data ``g``."""
+    """The forward map of one sample: ``problem`` (one with a coefficient), its source ``f`` and data ``g``."""
 
     problem: object
     f: np.ndarray

@@ -44,7 +44,7 @@ METHODS = ("gaussian", "diffusion")
 PRIOR_DRAWS = 3000
 
 #: The sampler's noise levels of ``"diffusion"`` by default (Heun: 31 network evaluations a
-#: draw): 16 levels were as accurate as 32 on Poisson blobs from 3 % of phi at half the time,
+#: draw): 16 levels were as accurate as 32 on blob sources from 3 % of the solution at half the time,
 #: and the draws then buy more than the levels (``python -m benchmarks.posterior --blocks nfe``).
 DIFFUSION_STEPS = 16
 
@@ -181,11 +181,30 @@ def gather(problem, trained_n, observed: dict):
     if not masks:
         raise ValueError(f"nothing of {list(unknowns)} is observed; expected at least one of them, NaN where not "
                          "observed")
+    check_dense(problem, masks, n)
     if not seen.all():
         b = int(np.flatnonzero(~seen)[0])
         raise ValueError(f"sample {b} of the batch has no observed node in any of {list(masks)} (all NaN); "
                          "expected at least one observed node in every sample")
     return arrays, masks, single, dirichlet_given
+
+
+def check_dense(problem, masks: dict, n: int) -> None:
+    """A ValueError naming the fields when a sample has more observations than the dense m x m
+    systems hold (:data:`pdediff.kriging.DENSE_MAX`); a field observed wherever it acts is
+    substituted exactly and does not count."""
+    from pdediff.kriging import DENSE_MAX
+
+    total = 0
+    for k, m in masks.items():
+        counts = m.reshape(len(m), -1).sum(axis=1)
+        whole = k in problem.source_fields and m[:, problem.support(k, n)].all(axis=1)
+        total = total + np.where(whole, 0, counts)
+    worst = int(np.max(total))
+    if worst > DENSE_MAX:
+        raise ValueError(f"{' and '.join(masks)} have {worst} observed nodes in one sample; the posterior solves a "
+                         f"dense system of one row per observation and holds at most {DENSE_MAX}: expected fewer "
+                         "observations (subsample them), or a source given wholly where it acts (then substituted)")
 
 
 def unknown_fields(problem) -> tuple[str, ...]:
@@ -298,7 +317,8 @@ def dataset(problem, fields: dict, stds: dict, masks: dict, given: dict, single:
     data["heldout_count"] = (("sample",), heldout_count)
     total = float(np.sqrt(np.sum(heldout**2 * heldout_count) / max(np.sum(heldout_count), 1)))
     ds = xr.Dataset(data, coords={"sample": np.arange(solution.shape[0]), "y": grid.y, "x": grid.x},
-                    attrs={"problem": problem.name, "N": grid.n, "h": grid.h, "residual": total, **attrs})
+                    attrs={"problem": problem.name, "N": grid.n, "h": grid.h, "joint": list(fields), "residual": total,
+                           **attrs})
     return ds.isel(sample=0) if single else ds
 
 
@@ -644,13 +664,18 @@ def run_diffusion(solver, samples: int, seed: int, sigma_y: float, return_sample
             var = float((dg**2).sum())
             beta[b] = 1.0 if samples < 2 or var == 0 else float(np.clip((dx * dg).sum() / var, 0.0, 1.0))
             out[field][b] = out[field][b] - beta[b] * (coupled[b].mean(0) - base[field][b])
+        # the Dirichlet data's draws are shared by both flows: the same correction (phi is linear
+        # in the source and the data, so the mean solution is the solve of the corrected means)
         g_mean = g_rows.reshape(count, samples, n, n).mean(axis=1)
+        g_mean = g_mean - beta[:, None, None] * (g_mean - fields[g_name])
         lifted_all = LinearModel(lam, lift_e, priors["source"])
         out[sol] = lifted_all.solution(out[field], np.stack([ring_values(g_mean[b], n) for b in range(count)]))
+        corrected_g = g_mean
     if spectral(problem) and not dirichlet_given and priors.get("ring") is not None:
         ring = boundary_mask(n)
         g_draws = g_rows.reshape(count, samples, n, n)
-        out[g_name], std[g_name] = g_draws.mean(axis=1), np.where(ring, g_draws.std(axis=1, ddof=ddof), 0.0)
+        out[g_name] = corrected_g if control else g_draws.mean(axis=1)
+        std[g_name] = np.where(ring, g_draws.std(axis=1, ddof=ddof), 0.0)
         fields = {**fields, g_name: out[g_name]}
     heldout, counts = np.zeros(count), np.zeros(count, dtype=np.int64)
     for b in range(count):

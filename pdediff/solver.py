@@ -315,8 +315,8 @@ class Solver:
     def default_reconstruct_method(self) -> str:
         """The method ``reconstruct`` uses when none is named, the best measured
         (``python -m benchmarks.posterior``): ``"diffusion"`` for a joint model of a linear
-        problem's source and solution, ``"gaussian"`` for a coefficient problem (Darcy: the
-        diffusion prior of log a was measured worse than the Gauss-Newton baseline), ``"none"``
+        problem's source and solution, ``"gaussian"`` for a coefficient problem (there the
+        diffusion prior of log a was measured no better than the Gauss-Newton baseline), ``"none"``
         for a model that takes the observations as inputs; a checkpoint may name its own
         (``config.notes["reconstruct_method"]``, among :data:`pdediff.reconstruct.METHODS`)."""
         from pdediff import reconstruct as stage
@@ -591,6 +591,7 @@ class Solver:
             if method == "gaussian":
                 return stage.run_gaussian(self, samples, seed, float(sigma_y), return_samples, observed)
             _check_integers(batch_size=(batch_size, 1))
+            self._check_cfg(cfg)
             if cfg:
                 raise ValueError(f"cfg={cfg!r} is not offered with method='diffusion' (the observations enter through "
                                  "the exact operator, not the network); expected cfg=0")

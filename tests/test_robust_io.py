@@ -154,7 +154,19 @@ def test_concurrent_overwrite_is_refused_and_the_first_run_completes(tmp_path, r
 
 # ---------------------------------------------------------------------------- Ctrl-C
 def test_sigint_stops_the_cli_and_resume_is_byte_identical(tmp_path, monkeypatch, capsys):
-    """A real SIGINT to this process in the middle of a run (workers 1, in-process)."""
+    """A real SIGINT to this process in the middle of a run (workers 1, in-process).
+
+    A launcher that ignores SIGINT (background jobs, nohup, some CI runners) hands it to the
+    suite ignored; the test sets Python's own handler, as an interactive start has it, and puts
+    the launcher's back afterwards."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        _sigint_run(tmp_path, monkeypatch, capsys)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _sigint_run(tmp_path, monkeypatch, capsys):
     args = ["--n", "17", "--count", "600", "--valid-count", "3", "--test-count", "3", "--quiet"]
     compute, calls = pdediff.generate.compute_block, []
 
