@@ -17,7 +17,8 @@ Blocks (each writes ``posterior-<block>.md`` and ``.json`` to ``--out``; ``main`
 * ``main``: Poisson at 3 % of phi on blobs, point charges, disks and rectangles, grf, with zero
   and smooth g (not given), the whole rho -> phi; methods gaussian and diffusion (``--former``:
   also the former default, dps+residual, on blobs with zero g);
-* ``share``: Poisson blobs (zero g) and Darcy u -> a at 1, 3, 10, 30 % observed;
+* ``share``: Poisson blobs (zero g; gaussian and diffusion) and Darcy u -> a and a -> u (its
+  default, gaussian) at 1, 3, 10, 30 % observed;
 * ``nfe``: Poisson blobs at 3 % of phi against the sampler's steps and the number of draws;
 * ``darcy``: Darcy 3 % of a -> u and 3 % of u -> a on the threshold law (with the share of nodes
   in the right phase);
@@ -156,8 +157,9 @@ def block_share(args) -> dict:
                                   ["gaussian", "diffusion"])
         results[f"poisson blobs phi {share}"] = rows
     darcy = pdediff.load_solver("darcy-joint")
-    for share in (0.01, 0.03, 0.1, 0.3):
-        results[f"darcy u {share}"] = darcy_case(darcy, "u", share, args)
+    for share in (0.01, 0.03, 0.1, 0.3):  # Darcy's default method (the diffusion's rows: block darcy)
+        results[f"darcy u {share}"] = darcy_case(darcy, "u", share, args, methods=("gaussian",))
+        results[f"darcy a {share}"] = darcy_case(darcy, "a", share, args, methods=("gaussian",))
     return results
 
 

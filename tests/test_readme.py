@@ -48,3 +48,22 @@ def test_readme_example_prints_what_it_says(repo_root, capsys):
     exact128 = scope["solver"].problem.reference_solve(scope["rho128"], scope["g128"])
     bound = CASES[DEFAULT_PROBLEM]["finer grid"].check.max_rel_l2
     assert np.linalg.norm(phi128 - exact128) / np.linalg.norm(exact128) < bound
+
+
+def test_readme_observation_example_prints_what_it_says(repo_root, capsys):
+    """The observations section's block runs and prints the figures of its comments (the
+    diffusion's within 10 %: float32 network on another machine; the Gaussian's exactly)."""
+    text = (repo_root / "README.md").read_text()
+    blocks = [b for b in re.findall(r"```python\n(.*?)```", text, flags=re.S) if "reconstruct(" in b]
+    assert blocks, "the README has no reconstruct example"
+    block = blocks[0]
+    stated = re.findall(r"^# (diffusion|gaussian) ([\d.]+)% ([\d.]+)% ([\d.]+)", block, flags=re.M)
+    assert [s[0] for s in stated] == ["diffusion", "gaussian"], stated
+    exec(compile(block, "README.md", "exec"), {})
+    printed = [line.split() for line in capsys.readouterr().out.strip().splitlines()]
+    assert [p[0] for p in printed] == ["diffusion", "gaussian"]
+    for (method, phi, rho, check), line in zip(stated, printed):
+        got = [float(line[1].rstrip("%")), float(line[2].rstrip("%")), float(line[3])]
+        tol = 0.1 if method == "diffusion" else 0.01
+        for value, claim in zip(got, (phi, rho, check)):
+            assert abs(value - float(claim)) <= tol * float(claim) + 0.01, (method, got, (phi, rho, check))
