@@ -98,17 +98,13 @@ def law_priors(problem, card: dict | None, n: int, count: int = PRIOR_DRAWS) -> 
 
 
 # ---------------------------------------------------------------------------- observations
-def gather(problem, trained_n, observed: dict):
-    """Check ``reconstruct``'s fields: ``(fields, masks, single, dirichlet_given)``.
-
-    ``fields`` holds every given field as (B, N, N) float64 (NaN where not observed); ``masks``
-    the observed nodes of each field where it is unknown (a solution's interior when the ring is
-    data that is given; its whole grid when it is not); conditions that are not unknowns (a
-    Dirichlet field, a source of a coefficient problem) must come whole or take their defaults.
+def read_arrays(problem, observed: dict):
+    """``(arrays, shape, first)``: the given fields as float64 arrays of one shared (N, N) or
+    (B, N, N) shape (NaN where not observed), and the first field's name.
 
     Raises:
-        ValueError: naming the field: not a field of the problem, wrong shape, inf, all NaN, a
-            non-positive coefficient, an empty batch, a grid the model was not trained on.
+        ValueError: naming the field: not a field of the problem, not real numbers, a wrong or
+            mismatched shape, inf.
     """
     names = (*problem.condition_fields, *problem.solution_fields)
     unknown = [k for k in observed if k not in names]
@@ -131,6 +127,23 @@ def gather(problem, trained_n, observed: dict):
         if np.isinf(a).any():
             raise ValueError(f"{k} contains inf; expected finite values at observed nodes and NaN elsewhere")
         arrays[k] = a
+    return arrays, shape, first
+
+
+def gather(problem, trained_n, observed: dict):
+    """Check ``reconstruct``'s fields: ``(fields, masks, single, dirichlet_given)``.
+
+    ``fields`` holds every given field as (B, N, N) float64 (NaN where not observed); ``masks``
+    the observed nodes of each field where it is unknown (a solution's interior when the ring is
+    data that is given; its whole grid when it is not); conditions that are not unknowns (a
+    Dirichlet field, a source of a coefficient problem) must come whole or take their defaults.
+
+    Raises:
+        ValueError: naming the field: not a field of the problem, wrong shape, inf, all NaN, a
+            non-positive coefficient, an empty batch, a grid the model was not trained on.
+    """
+    names = (*problem.condition_fields, *problem.solution_fields)
+    arrays, shape, first = read_arrays(problem, observed)
     if not arrays:
         raise ValueError(f"nothing is observed; expected at least one of {list(names)}, NaN where not observed")
     single = len(shape) == 2

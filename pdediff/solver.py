@@ -889,28 +889,9 @@ class Solver:
         the observed nodes of each joint field where it acts, and whether one (N, N) sample came."""
         from pdediff.conditioning import joint_conditions
 
-        names = (*self.problem.condition_fields, *self.problem.solution_fields)
-        unknown = [k for k in observed if k not in names]
-        if unknown:
-            raise ValueError(f"{unknown} are not fields of problem {self.problem.name!r}; expected some of {list(names)}")
-        arrays = {}
-        shape = None
-        for k, v in observed.items():
-            if v is None:
-                continue
-            try:
-                a = np.asarray(v, dtype=np.float64)
-            except (TypeError, ValueError):
-                raise ValueError(f"{k} could not be read as an array of real numbers (NaN where not observed)") from None
-            if a.ndim not in (2, 3) or a.shape[-1] != a.shape[-2]:
-                raise ValueError(f"{k} has shape {a.shape}; expected (N, N) or (B, N, N), NaN where not observed")
-            if shape is None:
-                shape, first = a.shape, k
-            elif a.shape != shape:
-                raise ValueError(f"{k} has shape {a.shape}; expected {shape} to match {first}")
-            if np.isinf(a).any():
-                raise ValueError(f"{k} contains inf; expected finite values at observed nodes and NaN elsewhere")
-            arrays[k] = a
+        from pdediff.reconstruct import read_arrays
+
+        arrays, shape, first = read_arrays(self.problem, observed)
         if not any(k in arrays for k in joint):
             raise ValueError(f"nothing of {list(joint)} is observed; expected at least one of them, NaN where "
                              "not observed")
