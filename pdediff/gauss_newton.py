@@ -93,6 +93,9 @@ class Laplace:
     u_draws: np.ndarray
     loo: np.ndarray
     iterations: int
+    #: sqrt(r^T S^-1 r / m) of the observations less the prior's prediction (linearised at the
+    #: MAP): about 1 when the prior explains them, far above 1 for a law unlike the prior's
+    prior_misfit: float = 0.0
 
 
 def map_estimate(model: EllipticModel, prior: SpectralGaussian, u_nodes, u_values, z_nodes, z_values,
@@ -170,13 +173,16 @@ def map_estimate(model: EllipticModel, prior: SpectralGaussian, u_nodes, u_value
     chol = scipy.linalg.cho_factor(s, lower=True, check_finite=False)
     # leave-one-out on the linearisation at the MAP (standardised residuals)
     loo = np.zeros(0)
+    prior_misfit = 0.0
     if draws:
         inv = scipy.linalg.cho_solve(chol, np.eye(len(y)), check_finite=False)
-        alpha = inv @ (y - pred + jac @ (zh - mu))
+        resid = y - pred + jac @ (zh - mu)  # the observations less the prior mean, linearised at the MAP
+        alpha = inv @ resid
         loo = alpha / np.sqrt(np.diag(inv))
+        prior_misfit = float(np.sqrt(max(float(resid @ alpha), 0.0) / len(y)))
     xi = np.sqrt(c) * rng.standard_normal((draws, len(c)))
     sim = xi @ jac.T + np.sqrt(sy2) * rng.standard_normal((draws, len(y)))
     beta = scipy.linalg.cho_solve(chol, sim.T, check_finite=False).T
     z_draws = inverse((zh + xi - c * (beta @ jac)).reshape(draws, n, n), "dct")
     u_draws = np.stack([model.solve(zd)[0] for zd in z_draws]) if draws else np.zeros((0, n, n))
-    return Laplace(z, u, z_draws, u_draws, loo, done)
+    return Laplace(z, u, z_draws, u_draws, loo, done, prior_misfit)

@@ -301,6 +301,20 @@ def warn_heldout(rms: np.ndarray, counts: np.ndarray, pde: np.ndarray | None, me
                           stacklevel=4)
 
 
+def warn_prior(misfit: np.ndarray, counts: np.ndarray, method: str) -> None:
+    """An AccuracyWarning where the prior fitted to the training law cannot explain a sample's
+    observations (a coefficient law has no free amplitude: its values are the law's): the
+    observations' Mahalanobis norm under the prior beyond the same chi-square quantile."""
+    flagged = [b for b in range(len(misfit)) if counts[b] > 0 and misfit[b] > flag_threshold(int(counts[b]))]
+    if flagged:
+        worst = max(flagged, key=lambda b: misfit[b])
+        warnings.warn(
+            f"{len(flagged)} of {len(misfit)} sample(s) have observations the training law's prior does not explain "
+            f"(method={method!r}): {misfit[worst]:.3g} prior standard deviations in RMS (sample {worst}; about 1 for "
+            "the model's own law). The coefficient likely comes from another law; treat the answer as unreliable",
+            AccuracyWarning, stacklevel=4)
+
+
 # ---------------------------------------------------------------------------- the dataset
 def dataset(problem, fields: dict, stds: dict, masks: dict, given: dict, single: bool, heldout: np.ndarray,
             heldout_count: np.ndarray, draws: dict | None, attrs: dict):
@@ -394,7 +408,7 @@ def gaussian_elliptic(problem, priors: dict, fields: dict, masks: dict, samples:
     out = {k: np.empty((count, n, n)) for k in (coef, sol)}
     std = {k: np.empty((count, n, n)) for k in (coef, sol)}
     draws = {k: np.empty((count, samples, n, n)) for k in (coef, sol)}
-    heldout, counts = np.zeros(count), np.zeros(count, dtype=np.int64)
+    heldout, counts, misfit = np.zeros(count), np.zeros(count, dtype=np.int64), np.zeros(count)
     iterations = []
     if not masks:
         raise ValueError("nothing is observed")
@@ -414,8 +428,9 @@ def gaussian_elliptic(problem, priors: dict, fields: dict, masks: dict, samples:
         ddof = 1 if samples > 1 else 0
         std[coef][b], std[sol][b] = a_draws.std(0, ddof=ddof), post.u_draws.std(0, ddof=ddof)
         heldout[b], counts[b] = _rms(post.loo), len(post.loo)
+        misfit[b] = post.prior_misfit
         iterations.append(post.iterations)
-    return out, std, draws, heldout, counts, iterations
+    return out, std, draws, heldout, counts, iterations, misfit
 
 
 def run_gaussian(solver, samples: int, seed: int, sigma_y: float, return_samples: bool, observed: dict):
@@ -440,9 +455,11 @@ def run_gaussian(solver, samples: int, seed: int, sigma_y: float, return_samples
     else:
         if not dirichlet_given:
             fields = {**fields, g_name: np.zeros_like(next(iter(fields.values())))}
-        out, std, draws, heldout, counts, iterations = gaussian_elliptic(problem, priors, fields, masks, samples,
-                                                                         seed, sigma_y)
-        extra = {"gauss_newton_iterations": iterations, "dirichlet": "given" if dirichlet_given else "zero"}
+        out, std, draws, heldout, counts, iterations, misfit = gaussian_elliptic(problem, priors, fields, masks,
+                                                                                 samples, seed, sigma_y)
+        warn_prior(misfit, counts, "gaussian")
+        extra = {"gauss_newton_iterations": iterations, "dirichlet": "given" if dirichlet_given else "zero",
+                 "prior_misfit": [round(float(v), 4) for v in misfit]}
     seconds = time.perf_counter() - t0
     solution = out[problem.solution_field]
     args = [out[k] if k in out else fields[k] for k in problem.condition_fields]
@@ -584,8 +601,10 @@ def run_diffusion(solver, samples: int, seed: int, sigma_y: float, return_sample
         # the flow starts from the Gauss-Newton posterior's draws, noised to the level sigma* at
         # which the noise equals that posterior's own spread (its mean variance of log a over the
         # nodes): the coarse field comes from the exact adjoint, the diffusion prior sharpens it
-        _, _, warm, _, _, _ = gaussian_elliptic(problem, priors, kept_fields, kept_masks, max(samples, 2), seed,
-                                                sigma_y)
+        _, _, warm, _, _, _, misfit = gaussian_elliptic(problem, priors, kept_fields, kept_masks, max(samples, 2),
+                                                        seed, sigma_y)
+        warn_prior(misfit, np.array([len(kept.get((k, b), ())) for b in range(count) for k in [field, sol]])
+                   .reshape(count, 2).sum(1), "diffusion")
         warm_z = np.log(warm[field])
         warm_sigma = np.sqrt(np.mean(np.var(warm_z, axis=1, ddof=1), axis=(-2, -1))) / unit
         warm_sigma = np.clip(warm_sigma, solver.config.model.sigma_min * 2, solver.config.model.sigma_max)
