@@ -299,11 +299,12 @@ def draw_gallery(path: Path, gallery) -> None:
             row = axes[2 * r + f]
             t = truth[name][0]
             obs = observed.get(name)
+            mean = np.asarray(ds[name].values).reshape(t.shape)
+            std = np.asarray(ds[f"{name}_std"].values).reshape(t.shape)
             panels = [(t, f"{name} truth"),
                       (np.where(np.isfinite(obs[0]), obs[0], np.nan) if obs is not None else np.full_like(t, np.nan),
                        f"{name} observed"),
-                      (ds[name].values, f"{method}: mean"), (ds[f"{name}_std"].values, f"{method}: std"),
-                      (np.abs(ds[name].values - t), f"{method}: |error|")]
+                      (mean, f"{method}: mean"), (std, f"{method}: std"), (np.abs(mean - t), f"{method}: |error|")]
             for ax, (img, title) in zip(row, panels):
                 im = ax.imshow(img, origin="lower", cmap="viridis")
                 ax.set_title(title, fontsize=9)
@@ -350,10 +351,11 @@ def main(argv=None) -> int:
         else:
             lines = head + table(results) + [""]
         if gallery is not None:
-            draw_gallery(out / "posterior-gallery.png", gallery)
             lines += ["![truth, observations, mean, std and error of each method](posterior-gallery.png)", ""]
         write_text(out / f"posterior-{block}.md", "\n".join(lines))
         write_text(out / f"posterior-{block}.json", json.dumps({"command": command, "results": results}, indent=1))
+        if gallery is not None:
+            draw_gallery(out / "posterior-gallery.png", gallery)
         print("\n".join(lines), flush=True)
     return 0
 
