@@ -37,6 +37,8 @@ from pathlib import Path
 
 import numpy as np
 
+from pdediff.atomic import atomic_path, write_text
+
 RESULTS = Path(__file__).parent / "results"
 
 #: Poisson tasks of the main block: (source law, boundary law, observed field, share).
@@ -280,7 +282,8 @@ def draw_calibration(path: Path, curve: dict) -> None:
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    with atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=100)
     plt.close(fig)
 
 
@@ -312,7 +315,8 @@ def draw_gallery(path: Path, gallery) -> None:
                 ax.set_yticks([])
                 fig.colorbar(im, ax=ax, fraction=0.046)
     fig.tight_layout()
-    fig.savefig(path, dpi=80)
+    with atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=80)
     plt.close(fig)
 
 
@@ -331,7 +335,6 @@ def main(argv=None) -> int:
         p.exit(2, f"benchmarks.posterior: error: --blocks has {bad}; expected some of {list(BLOCKS)}\n")
     if args.count < 1 or args.samples < 1:
         p.exit(2, "benchmarks.posterior: error: --count and --samples must be >= 1\n")
-    from pdediff.atomic import write_text
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
