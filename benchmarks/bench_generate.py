@@ -1,7 +1,7 @@
 """Time dataset generation: samples/s for a full train split, and DST vs sparse-LU solves.
 
 Run: python -m benchmarks.bench_generate [--n 64] [--count 10000] [--workers 1]
-Writes into a temporary folder that is removed afterwards.
+Writes into a temporary folder that is removed afterwards; prints only.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ def time_block(n: int, source: str, boundary: str, size: int = 256) -> float:
     return (time.perf_counter() - start) / size
 
 
-def main(argv=None) -> None:
+def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--n", type=int, default=64)
     parser.add_argument("--count", type=int, default=10_000)
@@ -59,7 +59,8 @@ def main(argv=None) -> None:
     print(f"draw + solve in memory: {per_sample * 1e3:.3f} ms/sample")
     for name, seconds in time_solves("poisson", args.n).items():
         print(f"{name}: {seconds * 1e3:.3f} ms/sample")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

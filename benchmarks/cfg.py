@@ -10,7 +10,8 @@ pairs, relative L2 of phi (the models' own sampling). From observations: ``recon
 of the observation-conditioned joint model (``method="none"``), given the whole rho or 3 % of phi's
 interior nodes, ``--samples`` draws; relative L2 of the posterior means over the nodes where each
 field is unknown (the interior) and the share of unobserved ones within 2 std. The energy model doubles as the direct model's twin: accuracy and seconds
-per solve at w = 0 (energy against direct). Writes ``cfg.md``, ``cfg.json``, ``cfg.png``.
+per solve at w = 0 (energy against direct). Writes ``cfg.md``, ``cfg.json``, ``cfg.png`` and the command
+(``COMMAND``) to ``--out`` (default ``benchmarks/results/cfg/``).
 """
 
 from __future__ import annotations
@@ -24,9 +25,8 @@ from pathlib import Path
 import numpy as np
 
 from pdediff import AccuracyWarning, metrics
-from benchmarks import write_report
+from benchmarks import record_command, results_dir, write_report
 
-RESULTS = Path(__file__).parent / "results"
 WEIGHTS = (-0.5, 0.0, 0.5, 1.0, 2.0, 4.0)
 
 
@@ -122,7 +122,7 @@ def main(argv=None) -> int:
     ap.add_argument("--joint-count", type=int, default=16, help="test pairs (from observations)")
     ap.add_argument("--samples", type=int, default=4, help="posterior draws (from observations)")
     ap.add_argument("--weights", default=",".join(f"{w:g}" for w in WEIGHTS))
-    ap.add_argument("--out", default=str(RESULTS))
+    ap.add_argument("--out", default=str(results_dir("cfg")))
     args = ap.parse_args(argv)
     weights = [float(w) for w in args.weights.split(",")]
     results = {"forward": {}, "observed": {}}
@@ -149,6 +149,7 @@ def main(argv=None) -> int:
             lines.append(f"| {k} | " + " | ".join(f"{100 * rows[w][k]:.{0 if pct else 1}f} %" for w in weights) + " |")
         lines.append("")
     write_report(args.out, "cfg", lines, results, lambda path: figure(path, results), "error against w")
+    record_command(args.out, "cfg", argv, ["cfg.md", "cfg.json", "cfg.png"])
     return 0
 
 

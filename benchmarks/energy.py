@@ -3,8 +3,8 @@
     python -m benchmarks.energy --direct runs/poisson32-cfg/checkpoint.safetensors \\
         --energy runs/poisson32-energy/checkpoint.safetensors --data datasets/poisson32/test.h5
 
-The two checkpoints must differ only in ``model.energy`` (configs/poisson32-cfg.yaml and
-configs/poisson32-energy.yaml: same data, network, steps and seed). Prints, for each: the
+The two checkpoints must differ only in ``model.energy`` (configs/experiments/poisson32-cfg.yaml and
+configs/experiments/poisson32-energy.yaml: same data, network, steps and seed). Prints, for each: the
 relative L2 of phi on the first ``--count`` test pairs at the model's own sampling and with Heun
 at 10 levels, milliseconds a solve, and milliseconds a training step (loss and backward on one
 batch of the config's size, fresh weights, the median of ``--repeats``), and the median error on

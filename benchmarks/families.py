@@ -6,7 +6,8 @@
 The cases are those of ``python -m benchmarks``, from ``pdediff.cases.CASES`` (a test split,
 point charges and dipoles, disks and rectangles, rough random fields, a grid twice as fine),
 each solved with every model's default sampling at seeds 0 and 1. ``shipped`` names the model
-in ``pdediff/models``. Writes ``benchmarks/results/families.md``.
+in ``pdediff/models``. Writes ``benchmarks/results/families/families.md`` (``--out``), with the
+command in ``COMMAND`` beside it.
 """
 
 from __future__ import annotations
@@ -16,12 +17,12 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks import record_command, results_dir
 from benchmarks.surrogate import cases
 from pdediff import metrics
 from pdediff.atomic import write_text
 from pdediff.cases import grid_options
 
-RESULTS = Path(__file__).parent / "results"
 
 
 def solution_scale(solver, fields: dict, ref) -> np.ndarray:
@@ -55,7 +56,7 @@ def main(argv=None) -> int:
     p.add_argument("--data", help="test split file (default: fresh samples of the training families)")
     p.add_argument("--samples", type=int, default=128, help="samples per case (a quarter on the finer grid)")
     p.add_argument("--seed", type=int, default=2026)
-    p.add_argument("--out", default=str(RESULTS / "families.md"))
+    p.add_argument("--out", default=str(results_dir("families") / "families.md"))
     args = p.parse_args(argv)
     import pdediff
 
@@ -89,7 +90,9 @@ def main(argv=None) -> int:
         cells = [f"{results[n][k]['rel_l2']:.2e} ({results[n][k]['rel_l2_median']:.2e}), "
                  f"{results[n][k]['seed_spread']:.1e}, {results[n][k]['phi_scale_p10']:.2f}" for n in names]
         lines.append(f"| {case} | {results[names[0]][k]['samples']} | " + " | ".join(cells) + " |")
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     write_text(args.out, "\n".join(lines) + "\n")
+    record_command(Path(args.out).parent, "families", argv, [Path(args.out).name])
     print(f"wrote {args.out}")
     return 0
 

@@ -1,4 +1,4 @@
-"""The FNO score model (``configs/fno64.yaml``) beside the U-Nets, on the law both were trained on.
+"""The FNO score model (``configs/experiments/fno64.yaml``) beside the U-Nets, on the law both were trained on.
 
     python -m benchmarks.fno64 --fno runs/fno64/checkpoint.safetensors [--samples 64]
 
@@ -6,7 +6,8 @@ Fresh samples of the test law (blobs, grf; zero or smooth g) at N = 64 and at N 
 solves on the finer grid as it is (it is resolution-free), the U-Nets on their own grid with
 ``resample=True``. Each model uses its default sampling; times are per sample (the network and
 its grid transfers; no error estimate), best of two runs, interleaved in one run. Also the
-unseen families of the shipped model's cases at N = 64. Writes ``benchmarks/results/fno64.md``.
+unseen families of the shipped model's cases at N = 64. Writes ``benchmarks/results/fno64/fno64.md``
+(``--out``), with the command in ``COMMAND`` beside it.
 """
 
 from __future__ import annotations
@@ -19,10 +20,10 @@ from pathlib import Path
 import numpy as np
 
 from pdediff import AccuracyWarning, metrics
+from benchmarks import record_command, results_dir
 from pdediff.atomic import write_text
 from pdediff.cases import CASES, grid_options
 
-RESULTS = Path(__file__).parent / "results"
 
 
 def main(argv=None) -> int:
@@ -31,7 +32,7 @@ def main(argv=None) -> int:
     p.add_argument("--models", default="poisson,poisson-smooth", help="U-Nets to compare (shipped names or paths)")
     p.add_argument("--samples", type=int, default=64, help="samples a case (a quarter at N = 128)")
     p.add_argument("--seed", type=int, default=2026)
-    p.add_argument("--out", default=str(RESULTS / "fno64.md"))
+    p.add_argument("--out", default=str(results_dir("fno64") / "fno64.md"))
     args = p.parse_args(argv)
     import pdediff
 
@@ -71,7 +72,9 @@ def main(argv=None) -> int:
              "| case | " + " | ".join(names) + " |", "| --- |" + " ---: |" * len(names)]
     for title in draws:
         lines.append(f"| {title} | " + " | ".join(f"{errors[m][title]:.2e} ({times[m][title]:.1f} ms)" for m in names) + " |")
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     write_text(args.out, "\n".join(lines) + "\n")
+    record_command(Path(args.out).parent, "fno64", argv, [Path(args.out).name])
     print(f"wrote {args.out}")
     return 0
 

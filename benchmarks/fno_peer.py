@@ -2,7 +2,8 @@
 users train it, on the same pairs as the diffusion model and for the same wall-clock budget.
 
     python -m benchmarks.fno_peer --data datasets/darcy64/train.h5 --budget-s 4268 --threads 1 \\
-        --out runs/fno-peer --export benchmarks/results/fno-peer.safetensors
+        --out runs/fno-peer --export benchmarks/results/fno_peer/fno-peer.safetensors
+    python -m benchmarks fno_peer [options]   # the same, --export into benchmarks/results/fno_peer/
 
 As in neuraloperator's Darcy example: ``FNO(n_modes=(16, 16), hidden_channels=32)`` with the
 library's defaults otherwise (4 layers, grid positional embedding), AdamW (lr 1e-3, weight decay
@@ -14,7 +15,9 @@ model can be applied on any grid (a per-node normaliser would tie it to N = 64).
 Training checkpoints every minute of training time to ``OUT/state.safetensors`` and resumes from it
 when run again with the same arguments; only training time counts against the budget. The
 exported file holds the weights (safetensors, no pickle) and, as JSON, the architecture, the
-normalisation, the steps and the training time; :class:`FNOPeer` loads it for the benchmark.
+normalisation, the steps and the training time; :class:`FNOPeer` loads it for the benchmark
+(:mod:`benchmarks.problems` reads ``benchmarks/results/fno_peer/fno-peer.safetensors`` by default), and
+the command that made it goes to ``COMMAND`` beside it.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from benchmarks import record_command
 from pdediff.checkpoint import group, load_checkpoint, save_checkpoint
 from pdediff.data import load_arrays
 
@@ -172,7 +176,9 @@ def main(argv=None) -> int:
     try:
         state = train(args.data, args.out, args.budget_s, threads=args.threads)
         if args.export:
-            print(f"wrote {export(state, args.export)}")
+            path = export(state, args.export)
+            record_command(path.parent, "fno_peer", argv, [path.name])
+            print(f"wrote {path}")
     except ValueError as exc:
         p.exit(2, f"{p.prog}: error: {exc}\n")
     return 0

@@ -17,7 +17,8 @@ models' default sampling; then, with the method of lowest mean error relative to
 the observed fraction (1, 3, 10, 30 %) and the number of noise levels; the x0-preconditioned
 twin (``--poisson-x0``) on the Poisson tasks; calibration: the share of unobserved nodes within
 k posterior standard deviations of the truth, against a Gaussian's. Writes ``observe.md`` and
-``observe.json``, a gallery and a coverage figure to ``--out``.
+``observe.json``, a gallery and a coverage figure (``observe-gallery.png``, ``observe-coverage.png``)
+and the command (``COMMAND``) to ``--out`` (default ``benchmarks/results/observe/``).
 """
 
 from __future__ import annotations
@@ -31,11 +32,11 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks import record_command, results_dir
 from pdediff import metrics
 from pdediff.conditioning import unknown_nodes
 from pdediff.atomic import write_text
 
-RESULTS = Path(__file__).parent / "results"
 
 #: task -> (model key, observed field, fraction observed (None: whole), targets {field: rel L2})
 TASKS = {
@@ -194,7 +195,7 @@ def main(argv=None) -> int:
     p.add_argument("--tasks", default=",".join(TASKS))
     p.add_argument("--device", default="cpu")
     p.add_argument("--batch-size", type=int, default=256)
-    p.add_argument("--out", default=str(RESULTS))
+    p.add_argument("--out", default=str(results_dir("observe")))
     args = p.parse_args(argv)
     import pdediff
     from pdediff.data import load_arrays
@@ -268,6 +269,7 @@ def main(argv=None) -> int:
                 del r[k]
     write_text(out / "observe.md", "\n".join(lines) + "\n")
     write_text(out / "observe.json", json.dumps(report, indent=1, default=str) + "\n")
+    record_command(out, "observe", argv, ["observe.md", "observe.json", "observe-gallery.png", "observe-coverage.png"])
     print(f"wrote {out / 'observe.md'}")
     return 0
 

@@ -4,8 +4,9 @@ Poisson: single-node charges, line charges, short waves and rough fields (source
 mixture of poisson-joint names), the whole rho or 3 % of phi given; Darcy: log-normal
 coefficients (darcy-joint saw the thresholded law only), 3 % of a or of u. Two samples each,
 4 draws, the models' default sampling; prints the error of the posterior mean, the share of
-unknown nodes within 2 std, and how many AccuracyWarnings the call raised.
+unknown nodes within 2 std, and how many AccuracyWarnings the call raised. Prints only (no options).
 """
+import argparse
 import numpy as np, warnings, pdediff
 from pdediff import AccuracyWarning, metrics
 from pdediff.sources import draw
@@ -24,7 +25,8 @@ def run(label, solver, truth, observed, name, **kw):
     print(f"{label:40s} {name} {100*err.mean():7.2f} %  within 2 std {100*np.mean(z[inside] <= 2):5.1f} %  warned {len(w)}", flush=True)
 
 
-def main() -> int:
+def main(argv=None) -> int:
+    argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter).parse_args(argv)
     p = pdediff.load_solver("poisson-joint")
     for src in ("deltas", "lines", "waves", "rough"):
         rho, g = draw(64, 2, source=src, boundary="smooth", seed=7)

@@ -12,7 +12,8 @@ is the law's zero). Errors are the relative L2 of the posterior mean over the wh
 averaged over samples; calibration is the share of unobserved nodes within 1 and 2 posterior
 standard deviations of the truth (a Gaussian: 68 and 95 %).
 
-Blocks (each writes ``posterior-<block>.md`` and ``.json`` to ``--out``; ``main`` also a gallery):
+Blocks (each writes ``posterior-<block>.md`` and ``.json`` to ``--out``, default
+``benchmarks/results/posterior/``, and its command to ``COMMAND`` there; ``main`` also a gallery):
 
 * ``main``: Poisson at 3 % of phi on blobs, point charges, disks and rectangles, grf, with zero
   and smooth g (not given), the whole rho -> phi; methods gaussian and diffusion (``--former``:
@@ -37,9 +38,9 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks import record_command, results_dir
 from pdediff.atomic import atomic_path, write_text
 
-RESULTS = Path(__file__).parent / "results"
 
 #: Poisson tasks of the main block: (source law, boundary law, observed field, share).
 POISSON_TASKS = [
@@ -327,7 +328,7 @@ def main(argv=None) -> int:
     p.add_argument("--samples", type=int, default=8, help="posterior draws per sample")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--former", action="store_true", help="main: also the former default, dps+residual, on blobs")
-    p.add_argument("--out", default=str(RESULTS))
+    p.add_argument("--out", default=str(results_dir("posterior")))
     args = p.parse_args(argv)
     blocks = [b.strip() for b in args.blocks.split(",")]
     bad = [b for b in blocks if b not in BLOCKS]
@@ -359,6 +360,9 @@ def main(argv=None) -> int:
         write_text(out / f"posterior-{block}.json", json.dumps({"command": command, "results": results}, indent=1))
         if gallery is not None:
             draw_gallery(out / "posterior-gallery.png", gallery)
+        figures = ["posterior-calibration.png"] * (block == "calibration") + \
+            ["posterior-gallery.png"] * (gallery is not None)
+        record_command(out, "posterior", argv, [f"posterior-{block}.md", f"posterior-{block}.json", *figures])
         print("\n".join(lines), flush=True)
     return 0
 

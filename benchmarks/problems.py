@@ -15,8 +15,10 @@ the FNO runs on the finer grid itself).
 Time per sample (batch of up to 16, best of 2) at the training N and at 2N: the model (network
 only, and with its error estimate, ``solve``'s default), the FNO peer, SciPy's sparse LU factorised per sample, the preconditioned iterative solve from zero to
 rtol 1e-8 (set-up included; Darcy's AMG set-up also on its own), and the fast solve where the
-problem has one (Helmholtz: DST). Writes ``benchmarks/results/<problem>.md`` and, beside it,
-``<problem>_gallery.png`` (the first sample of each case: field, answer, reference, error).
+problem has one (Helmholtz: DST). Writes ``benchmarks/results/problems/<problem>.md`` (``--out``) and,
+beside it, ``<problem>_gallery.png`` (the first sample of each case: field, answer, reference, error),
+with the command in ``COMMAND``. The FNO peer is read from
+``benchmarks/results/fno_peer/fno-peer.safetensors`` (the fno_peer block's export) by default.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks import record_command, results_dir
 from pdediff import atomic, metrics
 from pdediff.cases import Case
 from pdediff.coefficients import LogNormalField, ThresholdField
@@ -34,8 +37,9 @@ from pdediff.data import load_arrays
 from pdediff.plotting import plot_rows
 from pdediff.problems import Grid
 
-RESULTS = Path(__file__).parent / "results"
-FNO_PEER = RESULTS / "fno-peer.safetensors"
+def fno_peer_path() -> Path:
+    """The FNO peer's default file: the export of the fno_peer block (benchmarks.fno_peer)."""
+    return results_dir("fno_peer") / "fno-peer.safetensors"
 
 
 def _draw(family, n: int, count: int, seed: int) -> np.ndarray:
@@ -206,32 +210,35 @@ def block(model: str, problem_name: str, data: str | None, count: int, fno: str 
 
 
 def main(argv=None) -> int:
+    fno_peer = fno_peer_path()
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--problem", required=True, choices=sorted(CASE_SETS))
     p.add_argument("--model", default=None, help="shipped model name or checkpoint path (default: --problem)")
     p.add_argument("--data", default=None, help="test split file (default: fresh draws of the test law)")
     p.add_argument("--count", type=int, default=64)
-    p.add_argument("--fno", default=str(FNO_PEER), help="exported FNO peer for a problem with a coefficient "
+    p.add_argument("--fno", default=str(fno_peer), help="exported FNO peer for a problem with a coefficient "
                    "('' to leave it out)")
     p.add_argument("--timing-count", type=int, default=16, help="batch of the timing runs")
-    p.add_argument("--out", default=None, help="markdown file (default: benchmarks/results/<problem>.md)")
+    p.add_argument("--out", default=None, help="markdown file (default: benchmarks/results/problems/<problem>.md)")
     args = p.parse_args(argv)
     for flag, value in (("--count", args.count), ("--timing-count", args.timing_count)):
         if value < 1:
             p.exit(2, f"{p.prog}: error: {flag}={value} is invalid; expected an integer >= 1\n")
     model = args.model or args.problem
-    if args.fno == str(FNO_PEER) and not FNO_PEER.is_file():
-        print(f"no FNO peer at {FNO_PEER}: train one with python -m benchmarks.fno_peer --export {FNO_PEER}")
+    if args.fno == str(fno_peer) and not fno_peer.is_file():
+        print(f"no FNO peer at {fno_peer}: train one with python -m benchmarks fno_peer (it exports there)")
         args.fno = ""
     command = " ".join(["python -m benchmarks.problems", *(argv if argv is not None else __import__("sys").argv[1:])])
     try:
-        out = Path(args.out or RESULTS / f"{args.problem}.md")
+        out = Path(args.out or results_dir("problems") / f"{args.problem}.md")
         out.parent.mkdir(parents=True, exist_ok=True)
+        gallery = out.with_name(out.stem + "_gallery.png")
         lines = block(model, args.problem, args.data, args.count, args.fno or None, args.timing_count,
-                      gallery=out.with_name(out.stem + "_gallery.png"))
+                      gallery=gallery)
     except ValueError as exc:
         p.exit(2, f"{p.prog}: error: {exc}\n")
     atomic.write_text(out, "\n".join([f"# {args.problem}: `{command}`", "", *lines]) + "\n")
+    record_command(out.parent, "problems", argv, [out.name, gallery.name])
     print(f"wrote {out}")
     return 0
 

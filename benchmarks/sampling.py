@@ -3,7 +3,8 @@
     python -m benchmarks.sampling --data datasets/poisson64/valid.h5 [--checkpoint PATH]
 
 Run on the valid split (never the test split): the chosen setting goes into the model's config
-(``model.sampler``, ``model.steps``). Writes ``benchmarks/results/sampling.md``.
+(``model.sampler``, ``model.steps``). Writes ``benchmarks/results/sampling/sampling.md`` (``--out``),
+with the command in ``COMMAND`` beside it.
 """
 
 from __future__ import annotations
@@ -15,9 +16,9 @@ from pathlib import Path
 import numpy as np
 
 from pdediff import metrics
+from benchmarks import record_command, results_dir
 from pdediff.atomic import write_text
 
-RESULTS = Path(__file__).parent / "results"
 
 
 def sweep(solver, rho, g, phi, settings, seeds=(0, 1)):
@@ -50,7 +51,7 @@ def main(argv=None) -> int:
     p.add_argument("--data", required=True, help="a valid split file")
     p.add_argument("--samples", type=int, default=128)
     p.add_argument("--sigma-min", default="0.002,0.05,0.3,1.0", help="comma list of sigma_min values")
-    p.add_argument("--out", default=str(RESULTS / "sampling.md"))
+    p.add_argument("--out", default=str(results_dir("sampling") / "sampling.md"))
     args = p.parse_args(argv)
     import pdediff
     from pdediff.data import load_arrays
@@ -78,7 +79,9 @@ def main(argv=None) -> int:
              "| sampler | levels | sigma_min | NFE | rel L2 | median | seed spread |", "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
     lines += [f"| {r['sampler']} | {r['steps']} | {r['sigma_min']:g} | {r['nfe']} | {r['rel_l2']:.2e} | "
               f"{r['rel_l2_median']:.2e} | {r['seed_spread']:.1e} |" for r in rows]
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     write_text(args.out, "\n".join(lines) + "\n")
+    record_command(Path(args.out).parent, "sampling", argv, [Path(args.out).name])
     print(f"wrote {args.out}")
     return 0
 

@@ -15,7 +15,7 @@ Rows:
 * the network alone: ``torch.no_grad`` against ``torch.inference_mode``, and with ``--compile``
   ``torch.compile`` (its compile time reported apart).
 
-Writes ``benchmarks/results/speed.md``.
+Writes ``benchmarks/results/speed/speed.md`` (``--out``), with the command in ``COMMAND`` beside it.
 """
 
 from __future__ import annotations
@@ -30,9 +30,9 @@ import numpy as np
 import torch
 
 from pdediff import metrics
+from benchmarks import record_command, results_dir
 from pdediff.atomic import write_text
 
-RESULTS = Path(__file__).parent / "results"
 
 
 def _layout(solver, fmt) -> None:
@@ -120,7 +120,7 @@ def main(argv=None) -> int:
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--seed", type=int, default=2026)
     p.add_argument("--compile", action="store_true", help="also time torch.compile on the network")
-    p.add_argument("--out", default=str(RESULTS / "speed.md"))
+    p.add_argument("--out", default=str(results_dir("speed") / "speed.md"))
     args = p.parse_args(argv)
     if args.samples < 1 or args.rounds < 1:
         p.exit(2, f"benchmarks.speed: error: --samples={args.samples} and --rounds={args.rounds}; expected "
@@ -157,7 +157,9 @@ def main(argv=None) -> int:
     if compile_s is not None:
         lines += ["", f"torch.compile took {compile_s:.0f} s before its first call (a new batch size compiles again)."]
     text = "\n".join(lines) + "\n"
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     write_text(args.out, text)
+    record_command(Path(args.out).parent, "speed", argv, [Path(args.out).name])
     print(text)
     return 0
 

@@ -1,6 +1,7 @@
 """Benchmark the diffusion surrogate against classical solvers, all measured in one run.
 
-    python -m benchmarks [--checkpoint PATH] [--data datasets/poisson64/test.h5] [--samples 64]
+    python -m benchmarks surrogate [--checkpoint PATH] [--data datasets/poisson64/test.h5] [--samples 64]
+    python -m benchmarks [options as above]   # this block, then the other problems' (benchmarks.problems)
 
 Measures, side by side:
 
@@ -17,8 +18,9 @@ Measures, side by side:
 * polish: iterations of CG and of AMG-preconditioned CG to a relative residual of 1e-8 from the
   network's answer and from zero.
 
-Results go to ``benchmarks/results/``: ``accuracy.nc`` / ``timing.nc`` (xarray, netCDF),
-``results.md`` (markdown tables) and figures (error against NFE, time against N, a gallery).
+Results go to ``benchmarks/results/surrogate/`` (``--out``): ``accuracy.nc`` / ``timing.nc`` (xarray,
+netCDF), ``results.md`` / ``results.json`` (markdown tables, the rows) and figures (error against NFE,
+time against N, a gallery), with the command in ``COMMAND``.
 Timings are ratios measured in this run on this machine; nothing is copied from elsewhere.
 """
 
@@ -34,12 +36,12 @@ import numpy as np
 import scipy.sparse.linalg as spla
 import torch
 
+from benchmarks import record_command, results_dir
 from pdediff import metrics
 from pdediff.atomic import atomic_path, write_text
 from pdediff.cases import cases_for, grid_options
 from pdediff.plotting import plot_rows
 
-RESULTS = Path(__file__).parent / "results"
 NFES = (1, 2, 4, 8, 18, 35)
 
 
@@ -284,7 +286,7 @@ def main(argv=None) -> int:
     p.add_argument("--sizes", default="32,64,128,256")
     p.add_argument("--batches", default="1,64")
     p.add_argument("--seed", type=int, default=2026)
-    p.add_argument("--out", default=str(RESULTS))
+    p.add_argument("--out", default=str(results_dir("surrogate")))
     args = p.parse_args(argv)
     import pdediff
 
@@ -328,5 +330,7 @@ def main(argv=None) -> int:
     write_text(out / "results.json", json.dumps({"meta": meta, "accuracy": acc, "timing": times, "polish": savings},
                                                 indent=1))
     figures(acc, times, gallery, out)
+    record_command(out, "surrogate", argv, ["accuracy.nc", "timing.nc", "results.md", "results.json",
+                                            "error_vs_nfe.png", "time_vs_n.png", "gallery.png"])
     print((out / "results.md").read_text())
     return 0

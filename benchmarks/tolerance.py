@@ -12,8 +12,9 @@ when the error is large). Then the time per sample to reach 1e-4 and 1e-6: ``sol
 (the same preconditioned iteration and stopping rule started from zero; the fast solve; SciPy's
 sparse LU, factorised once and reused). And the cost of the estimate: solve with and without it.
 
-Writes ``benchmarks/results/tolerance.md`` and ``estimate_vs_true.png`` (every sample, every
-family). Timings are measured in this run on this machine.
+Writes ``benchmarks/results/tolerance/`` (``--out``): ``tolerance.md`` and ``estimate_vs_true.png``
+(every sample, every family), with the command in ``COMMAND``. Timings are measured in this run on
+this machine.
 """
 
 from __future__ import annotations
@@ -24,13 +25,13 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks import record_command, results_dir
 from benchmarks.problems import timed
 from pdediff import AccuracyWarning, atomic, metrics
 from pdediff.atomic import atomic_path
 from pdediff.cases import Case
 from pdediff.solver import SolveInfo
 
-RESULTS = Path(__file__).parent / "results"
 FAMILIES = {  # name: source family (a comma list is a mixture)
     "test law (blobs, grf)": "blobs,grf",
     "point charges & dipoles": "point_dipoles",
@@ -113,7 +114,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default=None, help="shipped model name or checkpoint (default: the default model)")
     p.add_argument("--count", type=int, default=32, help="samples per family")
-    p.add_argument("--out", default=str(RESULTS))
+    p.add_argument("--out", default=str(results_dir("tolerance")))
     args = p.parse_args(argv)
     if args.count < 1:
         p.exit(2, f"{p.prog}: error: --count={args.count} is invalid; expected an integer >= 1\n")
@@ -142,6 +143,7 @@ def main(argv=None) -> int:
         lines.append(f"| {cells['family']} | " + " | ".join(values) + " |")
     atomic.write_text(out / "tolerance.md", "\n".join(lines) + "\n")
     figure(scatter, out / "estimate_vs_true.png")
+    record_command(out, "tolerance", argv, ["tolerance.md", "estimate_vs_true.png"])
     print("\n".join(lines))
     return 0
 

@@ -17,7 +17,8 @@ score's AUROC says how often a test pair outranks an unseen one (1: always, 0.5:
 
 Unseen families: single-node charges, line charges and short waves (Poisson, smooth Dirichlet
 data), log-normal coefficients (Darcy; its training law thresholds a Gaussian field). Writes
-``trust.md``, ``trust.json`` and ``trust.png`` to ``--out``.
+``trust.md``, ``trust.json``, ``trust.png`` and the command (``COMMAND``) to ``--out`` (default
+``benchmarks/results/trust/``).
 """
 
 from __future__ import annotations
@@ -31,9 +32,8 @@ from pathlib import Path
 import numpy as np
 
 from pdediff import AccuracyWarning, metrics
-from benchmarks import write_report
+from benchmarks import record_command, results_dir, write_report
 
-RESULTS = Path(__file__).parent / "results"
 FAMILIES = ("deltas", "lines", "waves")
 
 
@@ -160,7 +160,7 @@ def main(argv=None) -> int:
     ap.add_argument("--energy", help="an energy-parameterised forward Poisson checkpoint (model.energy)")
     ap.add_argument("--energy-data", default="datasets/poisson32/test.h5")
     ap.add_argument("--sigma", type=float, default=0.05, help="noise level the energy is read at")
-    ap.add_argument("--out", default=str(RESULTS))
+    ap.add_argument("--out", default=str(results_dir("trust")))
     args = ap.parse_args(argv)
     out = Path(args.out)
     results, lines = {}, ["# Trust scores: test pairs against unseen families", "",
@@ -212,6 +212,7 @@ def main(argv=None) -> int:
                   f"**{a['estimate']['all']:.3f}**.", ""]
         groups["energy (N = %d)" % n] = ({f: v["energy"] for f, v in energy.items()}, "energy")
     write_report(out, "trust", lines, results, lambda path: figure(path, groups), "scores by family")
+    record_command(out, "trust", argv, ["trust.md", "trust.json", "trust.png"])
     return 0
 
 

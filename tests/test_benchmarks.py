@@ -165,6 +165,110 @@ def test_benchmarks_runs_a_block_per_problem(monkeypatch, capsys):
     assert bad.value.code == 2
 
 
+def test_list_names_every_block_with_its_purpose_and_run_time(capsys):
+    import benchmarks.__main__ as entry
+    from benchmarks.blocks import BLOCKS
+
+    assert entry.main(["--list"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    rows = [k for k, line in enumerate(lines) if line and not line[0].isspace() and line.split()[0] in BLOCKS]
+    assert [lines[k].split()[0] for k in rows] == list(BLOCKS)
+    for k, (name, block) in zip(rows, BLOCKS.items()):
+        assert lines[k].split(None, 1)[1].startswith(block.runtime) and lines[k].endswith(block.purpose)
+        # how the run time was found: measured (a named file or a run) or estimated (from what)
+        assert lines[k + 1].startswith(("    run time measured: ", "    run time estimated", "    run time set by")), name
+
+
+def test_an_unknown_block_exits_2_naming_it_and_the_choices(capsys):
+    import benchmarks.__main__ as entry
+    from benchmarks.blocks import BLOCKS
+
+    with pytest.raises(SystemExit) as bad:
+        entry.main(["heat", "--samples", "3"])
+    assert bad.value.code == 2
+    err = capsys.readouterr().err
+    assert "'heat'" in err and all(name in err for name in BLOCKS)
+
+
+def test_every_block_is_a_module_with_a_main_and_every_module_a_block():
+    import importlib
+    from pathlib import Path
+
+    import benchmarks
+    from benchmarks.blocks import BLOCKS
+
+    for name, block in BLOCKS.items():
+        assert block.module == f"benchmarks.{name}"
+        assert callable(importlib.import_module(block.module).main), name
+    modules = {p.stem for p in Path(benchmarks.__file__).parent.glob("*.py")}
+    assert modules - {"__init__", "__main__", "blocks"} == set(BLOCKS)
+
+
+def test_a_block_gets_its_default_args_before_the_given_ones(monkeypatch, tmp_path):
+    import benchmarks
+    import benchmarks.__main__ as entry
+    import benchmarks.fno_peer
+    import benchmarks.sampling
+
+    calls = []
+    monkeypatch.setattr(benchmarks, "RESULTS", tmp_path)
+    monkeypatch.setattr(benchmarks.sampling, "main", lambda argv: calls.append(argv) or 0)
+    monkeypatch.setattr(benchmarks.fno_peer, "main", lambda argv: calls.append(argv) or 3)
+    assert entry.main(["sampling", "--samples", "3"]) == 0
+    assert entry.main(["fno-peer", "--budget-s", "1"]) == 3  # '-' for '_'; the block's status comes back
+    assert calls == [["--data", "datasets/poisson64/valid.h5", "--samples", "3"],
+                     ["--export", str(tmp_path / "fno_peer" / "fno-peer.safetensors"), "--budget-s", "1"]]
+
+
+def test_a_block_writes_into_its_folder_with_the_command(monkeypatch, tmp_path):
+    """``python -m benchmarks speed`` end to end (2 samples, 1 round): the table lands in
+    RESULTS/speed/ by default, beside a COMMAND file with the argv, the date and the commit."""
+    import datetime
+    import shlex
+
+    import benchmarks
+    import benchmarks.__main__ as entry
+
+    monkeypatch.setattr(benchmarks, "RESULTS", tmp_path)
+    assert entry.main(["speed", "--samples", "2", "--rounds", "1"]) == 0
+    assert sorted(p.name for p in (tmp_path / "speed").iterdir()) == ["COMMAND", "speed.md"]  # no temporary left
+    assert "| new default: 1 NFE, channels-last, batched V-cycle estimate |" in (tmp_path / "speed" / "speed.md").read_text()
+    [entry_] = benchmarks._entries((tmp_path / "speed" / "COMMAND").read_text())
+    command, *meta = entry_["lines"]
+    assert shlex.split(command) == ["python", "-m", "benchmarks.speed", "--samples", "2", "--rounds", "1"]
+    meta = dict(line[2:].split(": ", 1) for line in meta)
+    assert json.loads(meta["files"]) == ["speed.md"] and json.loads(meta["argv"]) == ["--samples", "2", "--rounds", "1"]
+    assert datetime.datetime.fromisoformat(meta["date"]).tzinfo is not None
+    assert meta["commit"].split()[0] == "unknown" or len(meta["commit"].split()[0]) == 40
+
+
+def test_a_command_file_names_the_last_run_of_every_file(tmp_path):
+    from benchmarks import COMMAND, _entries, record_command
+
+    record_command(tmp_path, "problems", ["--problem", "darcy"], ["darcy.md", "darcy_gallery.png"])
+    record_command(tmp_path, "problems", ["--problem", "helmholtz"], ["helmholtz.md", "helmholtz_gallery.png"])
+    record_command(tmp_path, "problems", ["--problem", "darcy", "--count", "2"], ["darcy.md", "darcy_gallery.png"])
+    record_command(tmp_path, "problems", ["--problem", "helmholtz", "--count", "2"], [tmp_path / "helmholtz.md"])
+    entries = _entries((tmp_path / COMMAND).read_text())
+    assert [(e["lines"][0], e["files"]) for e in entries] == [
+        ("python -m benchmarks.problems --problem helmholtz", ["helmholtz_gallery.png"]),
+        ("python -m benchmarks.problems --problem darcy --count 2", ["darcy.md", "darcy_gallery.png"]),
+        ("python -m benchmarks.problems --problem helmholtz --count 2", ["helmholtz.md"])]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [COMMAND]
+
+
+def test_every_committed_result_lies_in_its_blocks_folder_named_by_its_command(repo_root):
+    from benchmarks import COMMAND, _entries
+    from benchmarks.blocks import BLOCKS
+
+    results = repo_root / "benchmarks" / "results"
+    assert not [p.name for p in results.iterdir() if p.is_file()]
+    for folder in (p for p in results.iterdir() if p.is_dir()):
+        assert folder.name in BLOCKS
+        named = [f for e in _entries((folder / COMMAND).read_text()) for f in e["files"]]
+        assert sorted(named) == sorted(p.name for p in folder.iterdir() if p.name != COMMAND), folder.name
+
+
 def test_tolerance_benchmark_reads_estimates_and_reaches_tolerances(tiny_dataset, tmp_path, png_pixels):
     from benchmarks.tolerance import FAMILIES, main as tolerance_main
 

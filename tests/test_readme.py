@@ -1,6 +1,8 @@
-"""The README's Python example runs as written and prints what its comments say."""
+"""The README's Python example, and the reconstruct example of docs/observations.md, run as
+written and print what their comments say (every other block: tests/test_docs.py)."""
 
 import re
+from pathlib import Path
 
 import numpy as np
 
@@ -8,6 +10,28 @@ from pdediff.cases import CASES
 from pdediff.problems import DEFAULT_PROBLEM
 
 NUMBER = r"(\d(?:\.\d+)?e-?\d+)"
+PYTHON_BLOCK = r"```python\n(.*?)```"
+
+
+def _first_readme_block(repo_root: Path) -> str:
+    blocks = re.findall(PYTHON_BLOCK, (repo_root / "README.md").read_text(), flags=re.S)
+    assert blocks, "README has no python example"
+    return blocks[0]
+
+
+def _observation_block(repo_root: Path) -> str:
+    """The first block that calls ``reconstruct(`` and states the diffusion/gaussian table, in
+    the README or else in the docs pages (docs/observations.md)."""
+    for page in [repo_root / "README.md", *sorted((repo_root / "docs").glob("*.md"))]:
+        for block in re.findall(PYTHON_BLOCK, page.read_text(), flags=re.S):
+            if "reconstruct(" in block and re.search(r"^# (diffusion|gaussian) ", block, flags=re.M):
+                return block
+    raise AssertionError("neither the README nor docs/ has the reconstruct example")
+
+
+def readme_tested_blocks(repo_root: Path) -> list[str]:
+    """The blocks this module runs and checks (tests/test_docs.py runs every other one)."""
+    return [_first_readme_block(repo_root), _observation_block(repo_root)]
 
 
 def within_last_digit(value: float, stated: str) -> bool:
@@ -24,10 +48,7 @@ def test_within_last_digit():
 
 
 def test_readme_example_prints_what_it_says(repo_root, capsys):
-    text = (repo_root / "README.md").read_text()
-    blocks = re.findall(r"```python\n(.*?)```", text, flags=re.S)
-    assert blocks, "README has no python example"
-    block = blocks[0]
+    block = _first_readme_block(repo_root)
     claim = re.search(rf"print\(.*\)\s*#\s*{NUMBER} here; polished {NUMBER}", block)
     assert claim, "the README example's print line no longer states '# X here; polished Y'"
     stated, stated_polished = claim.groups()
@@ -51,15 +72,12 @@ def test_readme_example_prints_what_it_says(repo_root, capsys):
 
 
 def test_readme_observation_example_prints_what_it_says(repo_root, capsys):
-    """The observations section's block runs and prints the figures of its comments (the
+    """The observations page's block runs and prints the figures of its comments (the
     diffusion's within 10 %: float32 network on another machine; the Gaussian's exactly)."""
-    text = (repo_root / "README.md").read_text()
-    blocks = [b for b in re.findall(r"```python\n(.*?)```", text, flags=re.S) if "reconstruct(" in b]
-    assert blocks, "the README has no reconstruct example"
-    block = blocks[0]
+    block = _observation_block(repo_root)
     stated = re.findall(r"^# (diffusion|gaussian) ([\d.]+)% ([\d.]+)% ([\d.]+)", block, flags=re.M)
     assert [s[0] for s in stated] == ["diffusion", "gaussian"], stated
-    exec(compile(block, "README.md", "exec"), {})
+    exec(compile(block, "docs/observations.md", "exec"), {})
     printed = [line.split() for line in capsys.readouterr().out.strip().splitlines()]
     assert [p[0] for p in printed] == ["diffusion", "gaussian"]
     for (method, phi, rho, check), line in zip(stated, printed):

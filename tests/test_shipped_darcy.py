@@ -1,6 +1,6 @@
 """The shipped variable-coefficient model (``load_solver("darcy")``) on fresh draws of its training
 law and of two laws it never saw; thresholds are the figures of ``python -m benchmarks.problems --problem darcy``
-(benchmarks/results/darcy.md) with a margin, so a regression in the engine or the file shows."""
+(benchmarks/results/problems/darcy.md) with a margin, so a regression in the engine or the file shows."""
 
 import numpy as np
 import pytest

@@ -1,6 +1,6 @@
 """The broad Darcy model (``load_solver("darcy-broad")``): fresh draws of the classic law and of
 laws it was trained to span, and one it never saw; thresholds are the figures of ``python -m
-benchmarks.problems --problem darcy --model darcy-broad`` (benchmarks/results/darcy-broad.md) with a
+benchmarks.problems --problem darcy --model darcy-broad`` (benchmarks/results/problems/darcy-broad.md) with a
 margin."""
 
 import numpy as np

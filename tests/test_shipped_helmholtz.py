@@ -1,6 +1,6 @@
 """The shipped Helmholtz model (``load_solver("helmholtz")``, k = 8) on fresh draws of its training
 sources and of sources it never saw; thresholds are the figures of ``python -m benchmarks.problems
---problem helmholtz`` (benchmarks/results/helmholtz.md) with a margin."""
+--problem helmholtz`` (benchmarks/results/problems/helmholtz.md) with a margin."""
 
 import numpy as np
 import pytest
