@@ -6,9 +6,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pdediff.problems import COEFFICIENT, DIRICHLET, PROBLEMS, ROLES, SOURCE, get_problem
-from pdediff.sources import BOUNDARIES, SOURCES
-from pdediff.coefficients import COEFFICIENTS
+from pdediff.physics.problems import COEFFICIENT, DIRICHLET, PROBLEMS, ROLES, SOURCE, get_problem
+from pdediff.physics.sources import BOUNDARIES, SOURCES
+from pdediff.physics.coefficients import COEFFICIENTS
 
 PACKAGE = Path(__file__).resolve().parents[1] / "pdediff"
 

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 import pdediff
-from pdediff import metrics
-from pdediff.coefficients import LogNormalField, ThresholdField
-from pdediff.problems import Grid, get_problem
+from pdediff.physics import metrics
+from pdediff.physics.coefficients import LogNormalField, ThresholdField
+from pdediff.physics.problems import Grid, get_problem
 from pdediff.solver import TOL_MAX_ITERATIONS
 from tests.test_solver import N, _data, solver  # noqa: F401  (the untrained-model fixture)
 
