@@ -30,7 +30,7 @@ def load_solver(model=None, *, device="cpu", **params):
     """Load a trained :class:`pdediff.solver.Solver`: a shipped model by name (None: the default;
     see :data:`pdediff.models.MODELS`) or a checkpoint path. ``params``
     (e.g. ``k=8.0``) must equal the problem parameters the model was trained with."""
-    from pdediff.solver import load_solver as _load
+    from pdediff.models import load_solver as _load
 
     return _load(model, device=device, **params)
 

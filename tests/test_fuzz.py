@@ -1027,7 +1027,7 @@ def test_solve_accuracy(profile, solver):
 
 
 def test_adaptive_sampler_that_gives_up_is_a_value_error(solver):
-    """Found by this suite and left failing (a fix belongs in pdediff/samplers.py or Solver._sample):
+    """Found by this suite and left failing (a fix belongs in pdediff/maths/samplers.py or pdediff.solver.solve.sample):
     sampler_options that pass every check (max_steps=1 here; rtol=atol=1e-9 with max_steps=20 too)
     make sample_adaptive raise RuntimeError("adaptive sampler took more than max_steps=... steps")."""
     rho, g = draw(64, 1, boundary="smooth", seed=1)

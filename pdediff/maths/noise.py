@@ -45,3 +45,15 @@ def rand(shape, generator: Generator = None, device=None, dtype=None) -> torch.T
 def randn_like(x: torch.Tensor, generator: Generator = None) -> torch.Tensor:
     """Standard normal draw with the shape, dtype and device of ``x``."""
     return randn(x.shape, generator, device=x.device, dtype=x.dtype)
+
+
+def generators(seed: int, first_index: int, count: int, stream: int) -> list[torch.Generator]:
+    """One CPU generator per sample, seeded from (seed, sample index, stream), so that results
+    do not depend on batching. Stream 0 draws the initial noise, stream 1 the sampler's noise."""
+    import numpy as np
+
+    out = []
+    for k in range(count):
+        state = np.random.SeedSequence([int(seed), first_index + k, stream]).generate_state(1, np.uint64)[0]
+        out.append(torch.Generator().manual_seed(int(state) & 0x7FFF_FFFF_FFFF_FFFF))
+    return out

@@ -274,7 +274,7 @@ class _Tableau:
 
 # Coefficients from Bogacki & Shampine (1989) and Dormand & Prince (1980). Both pairs are FSAL:
 # the last row of `a` equals the high-order weights, so the last stage is f at the new point.
-_TABLEAUS = {
+TABLEAUS = {
     "bosh3": _Tableau(
         c=(0.0, 1 / 2, 3 / 4, 1.0),
         a=((), (1 / 2,), (0.0, 3 / 4), (2 / 9, 1 / 3, 4 / 9)),
@@ -344,9 +344,9 @@ def sample_adaptive(
         ValueError: unknown ``method``.
         ValueError: more than ``max_steps`` attempted steps (the options ask for more than they allow).
     """
-    if method not in _TABLEAUS:
-        raise ValueError(f"unknown method {method!r}; choose one of {sorted(_TABLEAUS)}")
-    tab = _TABLEAUS[method]
+    if method not in TABLEAUS:
+        raise ValueError(f"unknown method {method!r}; choose one of {sorted(TABLEAUS)}")
+    tab = TABLEAUS[method]
     s = _sigma_list(sigmas)
     final_denoise = s[-1] == 0
     sigma_end = s[-2] if final_denoise else s[-1]

@@ -1,26 +1,9 @@
-"""Fields from what is observed of them, with the exact physics in every draw.
+"""What reconstruct reads and returns: observed fields gathered and checked, the training law's
+Gaussian prior, the held-out check and its warnings, the posterior dataset.
 
-``Solver.reconstruct(method=...)`` for the methods of :data:`METHODS`:
-
-* ``"gaussian"``: the classical Bayesian baseline. A Gaussian prior fitted to the model's
-  training law (its mean and a stationary covariance from its power spectrum,
-  :mod:`pdediff.maths.gaussian`; for a coefficient, of log a), conditioned exactly on the observations
-  through the problem's operator: kriging through the PDE for a linear problem
-  (:mod:`pdediff.maths.kriging`), a Gauss-Newton MAP with the adjoint and a Laplace spread for a
-  coefficient seen through its solution (:mod:`pdediff.maths.gauss_newton`).
-* ``"diffusion"``: a joint diffusion model used as the prior of the source (or of log a), with
-  the solution channel never left to the network: at every sampler call, the Tweedie estimate
-  of the source is conditioned in closed form on the observations through the exact operator,
-  under N(D, C_t) with C_t the Tweedie covariance of the fitted Gaussian law,
-  ``c sigma^2 / (c + sigma^2)`` per mode (the exact one for Gaussian data: weights derived, not
-  tuned), and the solution is the exact solve of the conditioned source
-  (:mod:`pdediff.maths.physics_posterior`).
-
-Both return draws that satisfy the discrete PDE to round-off, and a check of their own: the
-standardised residuals of observations the posterior did not use (leave-one-out in closed form
-for ``"gaussian"``, a held-out tenth for ``"diffusion"``), in ``residual_heldout`` (per sample,
-their RMS: about 1 for a calibrated posterior) and ``attrs["residual"]``. A sample whose held-out
-RMS lies beyond the 99.9 % quantile of a chi-square law gets an :class:`AccuracyWarning`.
+Shared by the methods of :func:`pdediff.solver.reconstruct.reconstruct`: ``"gaussian"``
+(:mod:`pdediff.solver.reconstruct_gaussian`), ``"diffusion"``
+(:mod:`pdediff.solver.reconstruct_diffusion`) and the network-guided ones.
 """
 
 from __future__ import annotations
@@ -34,9 +17,10 @@ import numpy as np
 
 from pdediff import AccuracyWarning
 from pdediff.maths.gaussian import DenseGaussian, SpectralGaussian
-from pdediff.physics.problems.base import COEFFICIENT, DIRICHLET, SOURCE, Grid, boundary_mask
+from pdediff.learning.conditioning import joint_conditions, unknown_nodes
+from pdediff.physics.problems.base import SOURCE, Grid, boundary_mask
 
-#: The methods of this module (``Solver.reconstruct`` keeps its older ones beside them).
+#: The methods with the exact physics in every draw (``reconstruct`` keeps the network-guided ones beside them).
 METHODS = ("gaussian", "diffusion")
 
 #: Draws of the training law that the Gaussian prior is fitted on (3,000 as in the issue that
@@ -349,394 +333,8 @@ def dataset(problem, fields: dict, stds: dict, masks: dict, given: dict, single:
     return ds.isel(sample=0) if single else ds
 
 
-def _rms(z: np.ndarray) -> float:
+def rms(z: np.ndarray) -> float:
     return float(np.sqrt(np.mean(z**2))) if len(z) else 0.0
-
-
-# ---------------------------------------------------------------------------- gaussian: linear
-def gaussian_linear(problem, priors: dict, fields: dict, masks: dict, dirichlet_given: bool, samples: int,
-                    seed: int, sigma_y: float):
-    """Kriging through a spectral linear problem, sample by sample (see the module docstring)."""
-    from pdediff.maths.kriging import LinearModel, krige
-
-    src, sol, g_name = problem.source_fields[0], problem.solution_field, problem.dirichlet_field
-    if "source" not in priors:
-        raise ValueError(f"method='gaussian' needs a prior of {src}, and the model's training law has a constant "
-                         f"{src}; expected a model trained on a source family")
-    first = next(iter(fields.values()))
-    count, n = first.shape[0], first.shape[-1]
-    ring_prior = None if dirichlet_given else priors.get("ring")
-    base = LinearModel(problem.eigenvalues(n), lift(problem, n), priors["source"], ring_prior)
-    out = {k: np.empty((count, n, n)) for k in (src, sol)}
-    std = {k: np.empty((count, n, n)) for k in (src, sol)}
-    draws = {k: np.empty((count, samples, n, n)) for k in (src, sol)}
-    g_out, g_std = np.zeros((count, n, n)), np.zeros((count, n, n))
-    g_draws = np.zeros((count, samples, n, n))
-    heldout, counts, amplitude = np.zeros(count), np.zeros(count, dtype=np.int64), np.ones(count)
-    for b in range(count):
-        g_known = fields[g_name][b] if dirichlet_given else np.zeros((n, n))
-        model = LinearModel(base.eigenvalues, base.lift, base.source, ring_prior, g_known)
-        phi_nodes = np.flatnonzero(masks[sol][b].ravel()) if sol in masks else np.zeros(0, dtype=np.int64)
-        rho_nodes = np.flatnonzero(masks[src][b].ravel()) if src in masks else np.zeros(0, dtype=np.int64)
-        post = krige(model, phi_nodes, fields[sol][b].ravel()[phi_nodes] if len(phi_nodes) else np.zeros(0),
-                     rho_nodes, fields[src][b].ravel()[rho_nodes] if len(rho_nodes) else np.zeros(0), sigma_y,
-                     np.random.default_rng([int(seed), b, 2]), samples)
-        out[src][b], out[sol][b], std[src][b], std[sol][b] = post.rho, post.phi, post.rho_std, post.phi_std
-        draws[src][b], draws[sol][b] = post.rho_draws, post.phi_draws
-        if dirichlet_given:
-            g_out[b] = g_draws[b] = fields[g_name][b]
-        else:
-            g_draws[b] = post.g_draws
-            g_out[b] = post.g
-            g_std[b] = np.where(boundary_mask(n), post.phi_std, 0.0)
-        heldout[b], counts[b] = _rms(post.loo), len(post.loo)
-        amplitude[b] = post.amplitude
-    return out, std, draws, g_out, g_std, heldout, counts, amplitude, g_draws
-
-
-# ---------------------------------------------------------------------------- gaussian: coefficient
-def gaussian_elliptic(problem, priors: dict, fields: dict, masks: dict, samples: int, seed: int, sigma_y: float):
-    """Kriging of log a given observations of a, Gauss-Newton with the adjoint given observations
-    of the solution; Laplace draws, each solved exactly (see the module docstring)."""
-    from pdediff.maths.gauss_newton import EllipticModel, map_estimate
-
-    coef, sol = problem.coefficient_fields[0], problem.solution_field
-    src, g_name = problem.source_fields[0], problem.dirichlet_field
-    prior = priors["log_coefficient"]
-    first = next(iter(fields.values()))
-    count, n = first.shape[0], first.shape[-1]
-    out = {k: np.empty((count, n, n)) for k in (coef, sol)}
-    std = {k: np.empty((count, n, n)) for k in (coef, sol)}
-    draws = {k: np.empty((count, samples, n, n)) for k in (coef, sol)}
-    heldout, counts, misfit = np.zeros(count), np.zeros(count, dtype=np.int64), np.zeros(count)
-    iterations = []
-    if not masks:
-        raise ValueError("nothing is observed")
-    for b in range(count):
-        model = EllipticModel(problem, fields[src][b], fields[g_name][b])
-        u_nodes = np.flatnonzero(masks[sol][b].ravel()) if sol in masks else np.zeros(0, dtype=np.int64)
-        a_nodes = np.flatnonzero(masks[coef][b].ravel()) if coef in masks else np.zeros(0, dtype=np.int64)
-        a_values = fields[coef][b].ravel()[a_nodes] if len(a_nodes) else np.zeros(0)
-        # noise of a on log a, to first order
-        sigma_z = float(sigma_y) / a_values if len(a_nodes) else np.zeros(0)
-        post = map_estimate(model, prior, u_nodes, fields[sol][b].ravel()[u_nodes] if len(u_nodes) else np.zeros(0),
-                            a_nodes, np.log(a_values), sigma_y, sigma_z, np.random.default_rng([int(seed), b, 2]),
-                            samples)
-        a_draws = np.exp(post.z_draws)
-        draws[coef][b], draws[sol][b] = a_draws, post.u_draws
-        out[coef][b], out[sol][b] = a_draws.mean(0), post.u_draws.mean(0)
-        ddof = 1 if samples > 1 else 0
-        std[coef][b], std[sol][b] = a_draws.std(0, ddof=ddof), post.u_draws.std(0, ddof=ddof)
-        heldout[b], counts[b] = _rms(post.loo), len(post.loo)
-        misfit[b] = post.prior_misfit
-        iterations.append(post.iterations)
-    return out, std, draws, heldout, counts, iterations, misfit
-
-
-def run_gaussian(solver, samples: int, seed: int, sigma_y: float, return_samples: bool, observed: dict):
-    """``Solver.reconstruct(method="gaussian")``."""
-    problem = solver.problem
-    check_method(problem, "gaussian")
-    fields, masks, single, dirichlet_given = gather(problem, solver.grid_size, observed)
-    n = next(iter(fields.values())).shape[-1]
-    t0 = time.perf_counter()
-    priors = law_priors(problem, solver.card, n)
-    g_name = problem.dirichlet_field
-    if spectral(problem):
-        out, std, draws, g_out, g_std, heldout, counts, amplitude, _ = gaussian_linear(
-            problem, priors, fields, masks, dirichlet_given, samples, seed, sigma_y)
-        if not dirichlet_given:
-            fields = {**fields, g_name: g_out}
-            if priors.get("ring") is not None:
-                out, std = {**out, g_name: g_out}, {**std, g_name: g_std}
-        extra = {"dirichlet": "given" if dirichlet_given else
-                 ("inferred" if priors.get("ring") is not None else "zero (the training law's)"),
-                 "amplitude": [round(float(v), 6) for v in amplitude]}
-    else:
-        if not dirichlet_given:
-            fields = {**fields, g_name: np.zeros_like(next(iter(fields.values())))}
-        out, std, draws, heldout, counts, iterations, misfit = gaussian_elliptic(problem, priors, fields, masks,
-                                                                                 samples, seed, sigma_y)
-        warn_prior(misfit, counts, "gaussian")
-        extra = {"gauss_newton_iterations": iterations, "dirichlet": "given" if dirichlet_given else "zero",
-                 "prior_misfit": [round(float(v), 4) for v in misfit]}
-    seconds = time.perf_counter() - t0
-    solution = out[problem.solution_field]
-    args = [out[k] if k in out else fields[k] for k in problem.condition_fields]
-    pde = np.atleast_1d(problem.relative_residual(solution, *args))
-    warn_heldout(heldout, counts, pde if spectral(problem) else None, "gaussian")
-    attrs = dict(method="gaussian", sigma_y=float(sigma_y), nfe=0, samples=int(samples), seconds=seconds,
-                 check="leave-one-out", **{k: (json.dumps(v) if isinstance(v, list) else v) for k, v in extra.items()})
-    return dataset(problem, out, std, masks, fields, single, heldout, counts, draws if return_samples else None,
-                   attrs)
-
-
-# ---------------------------------------------------------------------------- diffusion
-def run_diffusion(solver, samples: int, seed: int, sigma_y: float, return_samples: bool, observed: dict, *,
-                  sampler: str, steps: int, batch_size: int, progress: bool, holdout: float = HOLDOUT,
-                  covariance: str = "spectral", control: bool = True):
-    """``Solver.reconstruct(method="diffusion")`` (see the module docstring)."""
-    import torch
-
-    from pdediff.learning.conditioning import joint_conditions, joint_decode_field, joint_encode, joint_encode_field
-    from pdediff.maths.gauss_newton import EllipticModel
-    from pdediff.maths.gaussian import inverse, transform
-    from pdediff.maths.kriging import LinearModel, ring_nodes
-    from pdediff.maths.noise import randn
-    from pdediff.maths.physics_posterior import COVARIANCES, elliptic_posterior, linear_posterior
-    from pdediff.maths.samplers import SAMPLERS, get_sigmas_karras
-    from pdediff.solver import _generators
-
-    problem = solver.problem
-    check_method(problem, "diffusion")
-    if covariance not in COVARIANCES:
-        raise ValueError(f"covariance={covariance!r} is unknown; expected one of {list(COVARIANCES)}")
-    joint = tuple(solver.config.model.joint)
-    wanted = unknown_fields(problem)
-    if sorted(joint) != sorted(wanted) or solver.config.model.observe:
-        raise ValueError(f"method='diffusion' needs a joint model of {list(wanted)} (its prior of "
-                         f"{wanted[0]}), without observation inputs; this model has model.joint={list(joint)}: expected "
-                         "one of the shipped '-joint' models, or method='gaussian'")
-    fields, masks, single, dirichlet_given = gather(problem, solver.grid_size, observed)
-    count, n = next(iter(fields.values())).shape[0], next(iter(fields.values())).shape[-1]
-    t0 = time.perf_counter()
-    priors = law_priors(problem, solver.card, n)
-    sol, g_name = problem.solution_field, problem.dirichlet_field
-    field = wanted[0]  # the source or the coefficient: the network's prior
-    if spectral(problem) and sigma_y == 0 and field in masks and masks[field][:, problem.support(field, n)].all():
-        # the source is known wherever it acts: the posterior is the exact solve, no prior needed
-        ds = run_gaussian(solver, samples, seed, sigma_y, return_samples, observed)
-        ds.attrs.update(method="diffusion", note=f"{field} given whole: the exact solve (no network evaluation)")
-        return ds
-    # hold back a share of each sample's observations (all fields) to check the posterior
-    kept, held = {}, {}
-    for b in range(count):
-        rng = np.random.default_rng([int(seed), b, 3])
-        for k in masks:
-            nodes = np.flatnonzero(masks[k][b].ravel())
-            kept[k, b], held[k, b] = split_holdout(nodes, rng, holdout)
-    kept_masks = {k: np.zeros_like(m) for k, m in masks.items()}
-    for (k, b), nodes in kept.items():
-        kept_masks[k][b].reshape(-1)[nodes] = True
-    kept_fields = {k: (np.where(kept_masks[k], v, np.nan) if k in masks else v) for k, v in fields.items()}
-    amplitude = np.ones(count)
-    if spectral(problem):
-        # the Gaussian posterior gives the Dirichlet data where they are not given, and each
-        # sample's prior amplitude
-        # (a draw of the data for each draw where they are inferred) and each sample's amplitude
-        base, _, _, g_est, _, _, _, amplitude, g_draws = gaussian_linear(problem, priors, kept_fields, kept_masks,
-                                                                        dirichlet_given, samples, seed, sigma_y)
-        if not dirichlet_given:
-            fields = {**fields, g_name: g_est}
-        g_rows = g_draws.reshape(count * samples, n, n)
-    else:
-        if not dirichlet_given:
-            fields = {**fields, g_name: np.zeros((count, n, n))}
-        g_rows = np.repeat(fields[g_name], samples, axis=0)
-    conds = {k: np.repeat(fields[k], samples, axis=0) for k in joint_conditions(problem, joint)}
-    conds[g_name] = g_rows
-    dtype, device = solver.dtype, solver.device
-    cond_t = {k: torch.as_tensor(v, dtype=dtype, device=device) for k, v in conds.items()}
-    _, cond = joint_encode(problem, solver.norm, joint, cond_t)
-    unit = joint_unit_of(problem, solver.norm, field)
-    i_field, i_sol = joint.index(field), joint.index(sol)
-    sigma_data = float(solver.denoiser.sigma_data)
-
-    def fields_of(d):
-        f = joint_decode_field(problem, solver.norm, field, d[:, i_field]).double().cpu().numpy()
-        return np.log(f) if field in problem.coefficient_fields else f
-
-    def model_of(f, u, d):
-        ft = torch.as_tensor(np.exp(f) if field in problem.coefficient_fields else f, dtype=d.dtype, device=d.device)
-        ut = torch.as_tensor(u, dtype=d.dtype, device=d.device)
-        out = d.clone()
-        out[:, i_field] = joint_encode_field(problem, solver.norm, field, ft)
-        out[:, i_sol] = joint_encode_field(problem, solver.norm, sol, ut)
-        return out
-
-    # per observed sample: its rows of observations (the kept ones)
-    if spectral(problem):
-        from pdediff.maths.kriging import LinearModel
-
-        lift_e = lift(problem, n)
-        lam = problem.eigenvalues(n)
-        per_sample = []
-        for b in range(count):
-            model = LinearModel(lam, lift_e, priors["source"], None, fields[g_name][b])
-            phi_nodes = kept.get((sol, b), np.zeros(0, dtype=np.int64))
-            phi_nodes = phi_nodes[~np.isin(phi_nodes, ring_nodes(n))]
-            src_nodes = kept.get((field, b), np.zeros(0, dtype=np.int64))
-            a, _ = model.rows(phi_nodes, src_nodes)
-            y = np.concatenate([fields[sol][b].ravel()[phi_nodes] if len(phi_nodes) else np.zeros(0),
-                                fields[field][b].ravel()[src_nodes] if len(src_nodes) else np.zeros(0)])
-            per_sample.append((a, y, phi_nodes, np.full(len(y), sigma_y**2),
-                               priors["source"].variance * amplitude[b] ** 2))
-        lifted = LinearModel(lam, lift_e, priors["source"])
-
-        def solve_of(rows):
-            def solve(f):
-                return lifted.solution(f, np.stack([ring_values(g_rows[r], n) for r in rows]))
-            return solve
-
-        def linear_groups(rows_all, which):
-            out = []
-            for b in np.unique(which):
-                rows = np.flatnonzero(which == b)
-                a, y, phi_nodes, sy2, variance = per_sample[b]
-                y = np.repeat(y[None], len(rows), axis=0)
-                offsets = solve_of(rows_all[rows])(np.zeros((len(rows), n, n))).reshape(len(rows), -1)
-                y[:, :len(phi_nodes)] -= offsets[:, phi_nodes]
-                out.append((rows, a, y, sy2, variance))
-            return out
-    else:
-        per_sample = []
-        for b in range(count):
-            model = EllipticModel(problem, fields[problem.source_fields[0]][b], fields[g_name][b])
-            u_nodes = kept.get((sol, b), np.zeros(0, dtype=np.int64))
-            z_nodes = kept.get((field, b), np.zeros(0, dtype=np.int64))
-            z_values = np.log(fields[field][b].ravel()[z_nodes]) if len(z_nodes) else np.zeros(0)
-            u_values = fields[sol][b].ravel()[u_nodes] if len(u_nodes) else np.zeros(0)
-            per_sample.append((model, u_nodes, u_values, z_nodes, z_values, sigma_y,
-                               sigma_y / np.exp(z_values) if len(z_nodes) else np.zeros(0), 1.0))
-        # the flow starts from the Gauss-Newton posterior's draws, noised to the level sigma* at
-        # which the noise equals that posterior's own spread (its mean variance of log a over the
-        # nodes): the coarse field comes from the exact adjoint, the diffusion prior sharpens it
-        _, _, warm, _, _, _, misfit = gaussian_elliptic(problem, priors, kept_fields, kept_masks, max(samples, 2),
-                                                        seed, sigma_y)
-        warn_prior(misfit, np.array([len(kept.get((k, b), ())) for b in range(count) for k in [field, sol]])
-                   .reshape(count, 2).sum(1), "diffusion")
-        warm_z = np.log(warm[field])
-        warm_sigma = np.sqrt(np.mean(np.var(warm_z, axis=1, ddof=1), axis=(-2, -1))) / unit
-        warm_sigma = np.clip(warm_sigma, solver.config.model.sigma_min * 2, solver.config.model.sigma_max)
-
-    sigmas = get_sigmas_karras(steps, solver.config.model.sigma_min, solver.config.model.sigma_max,
-                               device=device).to(dtype)
-    total = count * samples
-    coupled = np.zeros((total, n, n))
-
-    def gaussian_denoiser(amplitudes):
-        law = priors["source"]
-
-        def denoise(x, sigma, cond):
-            s = float(torch.as_tensor(sigma).reshape(-1)[0]) * unit
-            f = x[:, i_field].double().cpu().numpy() * unit
-            c = law.variance[None] * amplitudes[:, None, None] ** 2
-            f = law.mean + inverse(c / (c + s**2) * transform(f - law.mean, "dst"), "dst")
-            d = x.clone()
-            d[:, i_field] = torch.as_tensor(f / unit, dtype=x.dtype, device=x.device)
-            return d
-
-        return denoise
-    draws = {k: np.empty((total, n, n)) for k in (field, sol)}
-    if spectral(problem):
-        starts = [(a, min(a + batch_size, total)) for a in range(0, total, batch_size)]
-    else:  # one warm start per sample: batches do not cross samples
-        starts = [(b * samples + a, b * samples + min(a + batch_size, samples))
-                  for b in range(count) for a in range(0, samples, batch_size)]
-    if progress:
-        from tqdm.auto import tqdm
-
-        starts = tqdm(starts, desc="reconstruct", unit="batch")
-    nfe = 0
-    for start, stop in starts:
-        which = np.arange(start, stop) // samples
-        rows_all = np.arange(start, stop)
-        cb = None if cond is None else cond[start:stop]
-        if spectral(problem):
-            posterior = linear_posterior(solver.denoiser, fields_of, model_of, linear_groups(rows_all, which), unit,
-                                         solve_of(rows_all), covariance, sigma_data)
-        else:
-            groups = [(np.flatnonzero(which == b), *per_sample[b]) for b in np.unique(which)]
-            posterior = elliptic_posterior(solver.denoiser, fields_of, model_of, groups, unit,
-                                           priors["log_coefficient"], covariance, sigma_data)
-        x = randn((stop - start, len(joint), n, n), _generators(seed, start, stop - start, 0), device, dtype)
-        schedule = sigmas
-        if spectral(problem):
-            x = x * sigmas[0]
-        else:
-            b = int(which[0])
-            schedule = get_sigmas_karras(steps, solver.config.model.sigma_min, float(warm_sigma[b]),
-                                         device=device).to(dtype)
-            k = np.arange(start, stop) - b * samples
-            a0 = torch.as_tensor(warm[field][b][k], dtype=dtype, device=device)
-            u0 = torch.as_tensor(warm[sol][b][k], dtype=dtype, device=device)
-            x0 = torch.stack([joint_encode_field(problem, solver.norm, name, a0 if name == field else u0)
-                              for name in joint], dim=1)
-            x = x0 + x * schedule[0]
-        x_start = x.clone()
-        with torch.no_grad():
-            x, used = SAMPLERS[sampler](posterior, x, schedule, cb, generator=_generators(seed, start, stop - start, 1))
-        nfe = max(nfe, int(used))
-        if spectral(problem) and control:
-            # the same flow from the same noise with the exact denoiser of the fitted Gaussian law:
-            # draws of the Gaussian posterior coupled to the network's, whose mean is known exactly
-            gauss = linear_posterior(gaussian_denoiser(amplitude[which]), fields_of, model_of,
-                                     linear_groups(rows_all, which), unit, solve_of(rows_all), covariance, sigma_data)
-            with torch.no_grad():
-                xg, _ = SAMPLERS[sampler](gauss, x_start, sigmas, cb, generator=_generators(seed, start, stop - start, 1))
-            coupled[start:stop] = np.where(boundary_mask(n), 0.0, fields_of(xg))
-        f = fields_of(x)
-        if spectral(problem):
-            f = np.where(boundary_mask(n), 0.0, f)
-            u = solve_of(rows_all)(f)
-        else:
-            u = np.stack([per_sample[b][0].solve(f[i])[0] for i, b in enumerate(which)])
-            f = np.exp(f)
-        draws[field][start:stop], draws[sol][start:stop] = f, u
-    draws = {k: v.reshape(count, samples, n, n) for k, v in draws.items()}
-    out = {k: v.mean(axis=1) for k, v in draws.items()}
-    ddof = 1 if samples > 1 else 0
-    std = {k: v.std(axis=1, ddof=ddof) for k, v in draws.items()}
-    beta = np.zeros(count)
-    if spectral(problem) and control:
-        coupled = coupled.reshape(count, samples, n, n)
-        for b in range(count):
-            dx = draws[field][b] - draws[field][b].mean(0)
-            dg = coupled[b] - coupled[b].mean(0)
-            var = float((dg**2).sum())
-            beta[b] = 1.0 if samples < 2 or var == 0 else float(np.clip((dx * dg).sum() / var, 0.0, 1.0))
-            out[field][b] = out[field][b] - beta[b] * (coupled[b].mean(0) - base[field][b])
-        # the Dirichlet data's draws are shared by both flows: the same correction (phi is linear
-        # in the source and the data, so the mean solution is the solve of the corrected means)
-        g_mean = g_rows.reshape(count, samples, n, n).mean(axis=1)
-        g_mean = g_mean - beta[:, None, None] * (g_mean - fields[g_name])
-        lifted_all = LinearModel(lam, lift_e, priors["source"])
-        out[sol] = lifted_all.solution(out[field], np.stack([ring_values(g_mean[b], n) for b in range(count)]))
-        corrected_g = g_mean
-    if spectral(problem) and not dirichlet_given and priors.get("ring") is not None:
-        ring = boundary_mask(n)
-        g_draws = g_rows.reshape(count, samples, n, n)
-        out[g_name] = corrected_g if control else g_draws.mean(axis=1)
-        std[g_name] = np.where(ring, g_draws.std(axis=1, ddof=ddof), 0.0)
-        fields = {**fields, g_name: out[g_name]}
-    heldout, counts = np.zeros(count), np.zeros(count, dtype=np.int64)
-    for b in range(count):
-        z = []
-        for k in masks:
-            nodes = held[k, b]
-            if len(nodes):
-                mean, sd = out[k][b].ravel()[nodes], std[k][b].ravel()[nodes]
-                z.append((fields[k][b].ravel()[nodes] - mean) / np.sqrt(sd**2 + sigma_y**2 + 1e-300))
-        z = np.concatenate(z) if z else np.zeros(0)
-        heldout[b], counts[b] = _rms(z), len(z)
-    seconds = time.perf_counter() - t0
-    args = [out[k] if k in out else fields[k] for k in problem.condition_fields]
-    pde = np.atleast_1d(problem.relative_residual(out[sol], *args))
-    warn_heldout(heldout, counts, pde if spectral(problem) else None, "diffusion")
-    if not spectral(problem):
-        extra_attrs = {"warm_start_sigma": json.dumps([round(float(v), 5) for v in warm_sigma])}
-    else:
-        extra_attrs = {}
-    attrs = dict(method="diffusion", sigma_y=float(sigma_y), sampler=sampler, steps=int(steps), nfe=nfe, **extra_attrs,
-                 samples=int(samples), seconds=seconds, check=f"held-out share {holdout:g}", covariance=covariance,
-                 control_variate=json.dumps([round(float(v), 4) for v in beta]) if control and spectral(problem) else "none",
-                 dirichlet="given" if dirichlet_given else ("inferred" if spectral(problem) and
-                                                            priors.get("ring") is not None else "zero"))
-    ds = dataset(problem, out, std, masks, fields, single, heldout, counts, draws if return_samples else None, attrs)
-    for k in masks:  # the observations held back (not used by the posterior)
-        held_mask = masks[k] & ~kept_masks[k]
-        ds[f"{k}_heldout"] = (ds[f"{k}_observed"].dims, held_mask[0] if single else held_mask)
-    return ds
 
 
 def ring_values(g: np.ndarray, n: int) -> np.ndarray:
@@ -751,3 +349,51 @@ def joint_unit_of(problem, norm, name: str) -> float:
     from pdediff.learning.conditioning import joint_unit
 
     return float(norm.field_rms[name]) if name in problem.coefficient_fields else float(joint_unit(problem, norm, name))
+
+
+def gather_joint(model, joint, observed: dict):
+    """Check and gather ``reconstruct``'s fields: ``(given, masks, single)`` with every given
+    field as (B, N, N) float64 (NaN where not observed; conditions whole, defaults filled),
+    the observed nodes of each joint field where it acts, and whether one (N, N) sample came."""
+    arrays, shape, first = read_arrays(model.problem, observed)
+    if not any(k in arrays for k in joint):
+        raise ValueError(f"nothing of {list(joint)} is observed; expected at least one of them, NaN where "
+                         "not observed")
+    single = len(shape) == 2
+    arrays = {k: (v[None] if single else v) for k, v in arrays.items()}
+    count, n = arrays[first].shape[0], shape[-1]
+    if count == 0:
+        raise ValueError(f"{first} has shape {shape}: an empty batch; expected at least one sample")
+    trained = model.grid_size
+    if trained and n != trained:
+        raise ValueError(f"{first} has shape {shape}; this joint model was trained on ({trained}, {trained}) "
+                         f"node grids; expected that grid")
+    model.problem.check_grid(n)
+    for k in joint_conditions(model.problem, joint):
+        if k not in arrays:
+            default = model.problem.field(k).default
+            if default is None:
+                raise ValueError(f"{k} is a condition of this joint model and is required; expected an array of "
+                                 f"shape {shape} with no NaN")
+            arrays[k] = np.full((count, n, n), float(default))
+        elif np.isnan(arrays[k]).any():
+            raise ValueError(f"{k} is a condition of this joint model (not one of {list(joint)}); expected it whole, "
+                             f"with no NaN")
+    masks = {}
+    seen = np.zeros(count, dtype=bool)
+    for k in joint:
+        if k not in arrays:
+            continue
+        m = np.isfinite(arrays[k]) & unknown_nodes(model.problem, k, n)
+        if not m.any():
+            raise ValueError(f"{k} has no observed node where it acts (all NaN); expected at least one finite "
+                             f"value, or leave {k} out to treat it as unknown")
+        if (k in model.problem.coefficient_fields) and not (arrays[k][m] > 0).all():
+            raise ValueError(f"{k} has observed values <= 0 (min {arrays[k][m].min()!r}); expected {k} > 0")
+        masks[k] = m
+        seen |= m.reshape(count, -1).any(axis=1)
+    if not seen.all():
+        b = int(np.flatnonzero(~seen)[0])
+        raise ValueError(f"sample {b} of the batch has no observed node in any of {list(masks)} (all NaN); "
+                         "expected at least one observed node in every sample")
+    return arrays, masks, single
