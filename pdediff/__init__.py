@@ -57,15 +57,27 @@ class _MovedModules(importlib.abc.MetaPathFinder, importlib.abc.Loader):
     def find_spec(self, name, path=None, target=None):
         parts = name.split(".")
         if len(parts) >= 2 and parts[0] == __name__ and parts[1] in MOVED:
-            return importlib.machinery.ModuleSpec(name, self)
+            import importlib.util
+
+            real = importlib.util.find_spec(self.new_name(name))
+            return importlib.machinery.ModuleSpec(name, self, origin=real.origin) if real else None
         return None
 
+    @staticmethod
+    def new_name(name: str) -> str:
+        old = name.split(".")
+        return ".".join([__name__, MOVED[old[1]], *old[2:]])
+
     def create_module(self, spec):
-        old = spec.name.split(".")
-        new = ".".join([__name__, MOVED[old[1]], *old[2:]])
-        if old[1] not in PUBLIC and len(old) == 2:
+        new = self.new_name(spec.name)
+        if spec.name.split(".")[1] not in PUBLIC and spec.name.count(".") == 1:
             warnings.warn(f"{spec.name} moved to {new}; import it from there", DeprecationWarning, stacklevel=2)
         return importlib.import_module(new)
+
+    def get_code(self, name):
+        """``python -m pdediff.<old>`` runs the module at its new place."""
+        new = self.new_name(name)
+        return importlib.util.find_spec(new).loader.get_code(new)
 
     def exec_module(self, module):
         pass

@@ -207,6 +207,13 @@ def test_interrupt_with_workers_stops_the_pool(tmp_path):
     same_files(tmp_path / "d", tmp_path / "ref")
 
 
+def _sigint_as_a_terminal_has_it():
+    """In the child before exec: SIGINT at its default, so that Python installs its
+    KeyboardInterrupt handler even when this suite was launched with SIGINT ignored (nohup,
+    background jobs, some CI runners), which a child would otherwise inherit."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.mark.slow
 def test_ctrl_c_with_workers_exits_and_resumes_byte_identically(tmp_path, repo_root, capsys):
     """Ctrl-C as a terminal sends it: SIGINT to the whole process group, workers included."""
@@ -214,7 +221,7 @@ def test_ctrl_c_with_workers_exits_and_resumes_byte_identically(tmp_path, repo_r
     args = ["--n", "65", "--count", "3000", "--valid-count", "30", "--test-count", "30", "--quiet", "--workers", "2"]
     proc = subprocess.Popen([sys.executable, str(repo_root / "generate_data.py"), *args, "--out", str(out)],
                             cwd=repo_root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
+                            start_new_session=True, preexec_fn=_sigint_as_a_terminal_has_it)
     partial = out / "train.h5.partial"
     try:
         wait_for(lambda: partial.exists() and partial.stat().st_size > 100_000, "the first block", proc=proc)

@@ -265,12 +265,18 @@ def split_holdout(nodes: np.ndarray, rng: np.random.Generator, share: float):
     return np.sort(nodes[order[k:]]), np.sort(nodes[order[:k]])
 
 
+def beyond_threshold(z: np.ndarray, counts: np.ndarray) -> tuple[list[int], int | None]:
+    """The samples whose RMS ``z`` over ``counts`` residuals lies beyond :func:`flag_threshold`,
+    and the worst of them (None when none)."""
+    flagged = [b for b in range(len(z)) if counts[b] > 0 and z[b] > flag_threshold(int(counts[b]))]
+    return flagged, (max(flagged, key=lambda b: z[b]) if flagged else None)
+
+
 def warn_heldout(rms: np.ndarray, counts: np.ndarray, pde: np.ndarray | None, method: str) -> None:
     """An AccuracyWarning naming how many samples the held-out residuals or the PDE residual
     say are off, and why."""
-    flagged = [b for b in range(len(rms)) if counts[b] > 0 and rms[b] > flag_threshold(int(counts[b]))]
+    flagged, worst = beyond_threshold(rms, counts)
     if flagged:
-        worst = max(flagged, key=lambda b: rms[b])
         warnings.warn(
             f"{len(flagged)} of {len(rms)} sample(s) are predicted poorly by their own posterior (method={method!r}): "
             f"the observations it did not use lie {rms[worst]:.3g} standard deviations off in RMS (sample {worst}; "
@@ -289,9 +295,8 @@ def warn_prior(misfit: np.ndarray, counts: np.ndarray, method: str) -> None:
     """An AccuracyWarning where the prior fitted to the training law cannot explain a sample's
     observations (a coefficient law has no free amplitude: its values are the law's): the
     observations' Mahalanobis norm under the prior beyond the same chi-square quantile."""
-    flagged = [b for b in range(len(misfit)) if counts[b] > 0 and misfit[b] > flag_threshold(int(counts[b]))]
+    flagged, worst = beyond_threshold(misfit, counts)
     if flagged:
-        worst = max(flagged, key=lambda b: misfit[b])
         warnings.warn(
             f"{len(flagged)} of {len(misfit)} sample(s) have observations the training law's prior does not explain "
             f"(method={method!r}): {misfit[worst]:.3g} prior standard deviations in RMS (sample {worst}; about 1 for "
