@@ -13,7 +13,7 @@ $(STAMP): setup.cfg constraints.txt pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(PY) -m pdediff.demo
+	$(PY) -m pdediff.tools.demo
 
 test: $(STAMP)
 	$(PY) -m pytest -q

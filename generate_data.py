@@ -19,10 +19,10 @@ import threading
 
 from tqdm import tqdm
 
-from pdediff.generate import generate_dataset, make_card, parse_shard
-from pdediff.coefficients import COEFFICIENTS
-from pdediff.problems import PROBLEMS
-from pdediff.sources import BOUNDARIES, SOURCES
+from pdediff.data.generate import generate_dataset, make_card, parse_shard
+from pdediff.physics.coefficients import COEFFICIENTS
+from pdediff.physics.problems import PROBLEMS
+from pdediff.physics.sources import BOUNDARIES, SOURCES
 
 
 def build_parser() -> argparse.ArgumentParser:

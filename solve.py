@@ -19,7 +19,7 @@ deviations of every field, with the residual, go to ``--out`` as netCDF (``.nc``
 import argparse
 import sys
 
-from pdediff.cli import solve_main
+from pdediff.tools.cli import solve_main
 
 
 def main(argv=None) -> int:
@@ -35,7 +35,7 @@ def main(argv=None) -> int:
     p.add_argument("--samples", type=int, default=8, help="posterior draws per sample, with --observe")
     p.add_argument("--method", help="how observations enter, with --observe (default: the model's own)")
     p.add_argument("--sigma-y", type=float, default=0.0, help="observation noise standard deviation")
-    p.add_argument("--sampler", help="a sampler of pdediff.samplers.SAMPLERS (default: the model's own)")
+    p.add_argument("--sampler", help="a sampler of pdediff.maths.samplers.SAMPLERS (default: the model's own)")
     p.add_argument("--steps", type=int, help="noise levels (default: the model's own)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=64)

@@ -9,7 +9,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from pdediff.config import Config
+from pdediff.learning.config import Config
 
 
 def main(argv=None) -> int:
@@ -41,7 +41,7 @@ def main(argv=None) -> int:
         if args.half and not args.export:
             raise ValueError("--half applies to --export; pass --export FILE as well")
         config.validate()
-        from pdediff.training import CHECKPOINT, Trainer, check_export, export_checkpoint
+        from pdediff.tools.training import CHECKPOINT, Trainer, check_export, export_checkpoint
 
         out = Path(args.out or Path("runs") / config.name)
         ckpt = out / CHECKPOINT

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from pdediff.generate import generate_dataset, make_card
+from pdediff.data.generate import generate_dataset, make_card
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -58,9 +58,9 @@ def png_pixels():
 def record_plot_rows(monkeypatch):
     """``record_plot_rows(module, draw=True)``: make ``module.plot_rows`` record what it is asked
     to draw, returning a list that fills with one ``(path, rows)`` per call (``rows`` as
-    :func:`pdediff.plotting.plot_rows` takes them); with ``draw=False`` no figure is written
+    :func:`pdediff.tools.plotting.plot_rows` takes them); with ``draw=False`` no figure is written
     (matplotlib takes seconds for a gallery)."""
-    from pdediff import plotting
+    from pdediff.tools import plotting
 
     calls = []
 

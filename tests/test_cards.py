@@ -16,7 +16,7 @@ import pytest
 import torch
 import yaml
 
-from pdediff.cards import ExternalCard
+from pdediff.data.cards import ExternalCard
 from pdediff.data import (
     PDEDataset,
     ShardReader,
@@ -377,8 +377,8 @@ def test_train_from_a_card_and_solve(pdebench, tmp_path):
     """A tiny model trained through the shipped card on PDEBench-layout files: data-driven on the
     cell grid (no Dirichlet ring, no residual, no polish), solved by the fields' card names."""
     import pdediff
-    from pdediff.config import Config
-    from pdediff.training import train
+    from pdediff.learning.config import Config
+    from pdediff.tools.training import train
 
     card, arrays = pdebench
     config = Config.from_dict({

@@ -2,7 +2,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from pdediff.checkpoint import load_checkpoint, read_metadata, save_checkpoint
+from pdediff.data.checkpoint import load_checkpoint, read_metadata, save_checkpoint
 
 
 def test_round_trip_is_bitwise(tmp_path):

@@ -2,9 +2,9 @@ import numpy as np
 import pytest
 import torch
 
-from pdediff.conditioning import (channel_names, decode_solution, dirichlet_channels, encode, sample_scale,
+from pdediff.learning.conditioning import (channel_names, decode_solution, dirichlet_channels, encode, sample_scale,
                                   encode_solution, fit_normalisation)
-from pdediff.problems import PROBLEMS
+from pdediff.physics.problems import PROBLEMS
 
 POISSON = PROBLEMS["poisson"]
 

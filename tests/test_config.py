@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from pdediff.config import Config
+from pdediff.learning.config import Config
 
 
 def test_yaml_json_round_trip():

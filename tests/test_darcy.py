@@ -1,16 +1,16 @@
-"""Tests of pdediff.problems.darcy (Poisson limit, manufactured-solution convergence, SPD operator,
+"""Tests of pdediff.physics.problems.darcy (Poisson limit, manufactured-solution convergence, SPD operator,
 reference and iterative solves, coefficient checks) and of the coefficient families in
-pdediff.coefficients."""
+pdediff.physics.coefficients."""
 
 import json
 
 import numpy as np
 import pytest
 
-from pdediff.coefficients import COEFFICIENTS, LogNormalField, ThresholdField, get_coefficient
-from pdediff.problems import Grid
-from pdediff.problems.darcy import Darcy, amg_preconditioner
-from pdediff.problems.poisson import Poisson
+from pdediff.physics.coefficients import COEFFICIENTS, LogNormalField, ThresholdField, get_coefficient
+from pdediff.physics.problems import Grid
+from pdediff.physics.problems.darcy import Darcy, amg_preconditioner
+from pdediff.physics.problems.poisson import Poisson
 
 DARCY = Darcy()
 SIZES = (17, 33, 65, 129)

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from pdediff.data import PDEDataset, ShardReader, load_arrays, open_dataset, read_card
-from pdediff.generate import DatasetCard, generate_dataset, make_card
+from pdediff.data.generate import DatasetCard, generate_dataset, make_card
 
 
 def test_open_dataset_coords_shapes_and_laziness(tiny_dataset):

@@ -6,9 +6,9 @@ import pytest
 import torch
 from torch import nn
 
-from pdediff.denoiser import Denoiser
-from pdediff.networks import build_network
-from pdediff.networks.layers import append_dims
+from pdediff.maths.denoiser import Denoiser
+from pdediff.learning.networks import build_network
+from pdediff.learning.networks.layers import append_dims
 
 B, N = 4, 8
 RHO, G, MASK = 0, 1, 2  # condition channels as the Poisson caller builds them
@@ -142,7 +142,7 @@ def test_bad_arguments():
         Denoiser(RandomNet(), sigma_data=0.0)
     with pytest.raises(ValueError, match=r"precond='v' is unknown; expected one of \['edm', 'x0'\]"):
         Denoiser(RandomNet(), precond="v")
-    from pdediff.losses import EDMLoss
+    from pdediff.learning.losses import EDMLoss
 
     with pytest.raises(ValueError, match=r"precond='v' is unknown"):
         EDMLoss(precond="v")
@@ -164,7 +164,7 @@ def test_x0_preconditioning_predicts_the_clean_field():
 
 @pytest.mark.parametrize("precond", ["edm", "x0"])
 def test_loss_weight_is_one_over_c_out_squared(precond):
-    from pdediff.losses import EDMLoss
+    from pdediff.learning.losses import EDMLoss
 
     sigma = torch.tensor([0.01, 0.7, 30.0], dtype=torch.float64)
     loss = EDMLoss(sigma_data=0.8, precond=precond)

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 import pdediff
-from pdediff import metrics
-from pdediff.coefficients import LogNormalField, ThresholdField
-from pdediff.problems import Grid, get_problem
+from pdediff.physics import metrics
+from pdediff.physics.coefficients import LogNormalField, ThresholdField
+from pdediff.physics.problems import Grid, get_problem
 from pdediff.solver import TOL_MAX_ITERATIONS
 from tests.test_solver import N, _data, solver  # noqa: F401  (the untrained-model fixture)
 
@@ -104,17 +104,17 @@ def test_solve_estimates_warns_and_polishes_to_tol(solver):  # noqa: F811
 
 def _tol_stage(solver, start, rho, g):
     """The tol stage alone, from given answers (a good one and a bad one)."""
-    from pdediff.solver import SolveInfo
+    from pdediff.solver.solve import SolveInfo, estimate_error
 
     info = SolveInfo()
-    out = solver._estimate(start.copy(), {"rho": rho, "g": g}, 1e-6, info)
+    out = estimate_error(solver, start.copy(), {"rho": rho, "g": g}, 1e-6, info)
     return out, info
 
 
 def test_an_unreachable_tol_is_reported_never_met(solver, monkeypatch):  # noqa: F811
-    import pdediff.solver
+    import pdediff.solver.solve
 
-    monkeypatch.setattr(pdediff.solver, "TOL_MAX_ITERATIONS", 1)
+    monkeypatch.setattr(pdediff.solver.solve, "TOL_MAX_ITERATIONS", 1)
     rho, g, _ = _data(3)
     with pytest.warns(pdediff.AccuracyWarning, match=r"tol=1e-12 was not reached for 3 of 3 samples after 1 "):
         _, info = solver.solve(rho, g, steps=2, return_info=True, tol=1e-12)

@@ -8,7 +8,7 @@ answer outside the documented accuracy, no input modified.
 
 Targets: ``pdediff.load_solver().solve`` (the shipped N = 64 model), the Poisson problem's
 ``reference_solve``, ``fast_solve``, ``iterative_solve`` and ``residual``,
-``pdediff.sources.draw``, ``pdediff.data.open_dataset`` and the CLIs ``generate_data.main``,
+``pdediff.physics.sources.draw``, ``pdediff.data.open_dataset`` and the CLIs ``generate_data.main``,
 ``solve.main`` and ``train.main`` (in-process).
 
 Each case states which arguments it gets wrong (``bad``): then it must get a ValueError naming
@@ -45,12 +45,12 @@ import generate_data
 import pdediff
 import solve as solve_cli
 import train as train_cli
-from pdediff.checkpoint import load_checkpoint
+from pdediff.data.checkpoint import load_checkpoint
 from pdediff.data import open_dataset
-from pdediff.problems import get_problem
-from pdediff.problems.base import MAGNITUDE_MAX, MAGNITUDE_MIN, MIN_N, boundary_mask
-from pdediff.samplers import SAMPLERS
-from pdediff.sources import BOUNDARIES, SOURCES, draw
+from pdediff.physics.problems import get_problem
+from pdediff.physics.problems.base import MAGNITUDE_MAX, MAGNITUDE_MIN, MIN_N, boundary_mask
+from pdediff.maths.samplers import SAMPLERS
+from pdediff.physics.sources import BOUNDARIES, SOURCES, draw
 from test_training import tiny_config
 
 POISSON = get_problem("poisson")
@@ -302,7 +302,7 @@ def draw_content(data, shape: tuple, label: str, *, role: str, tame: bool = Fals
         kind = "source" if role == "rho" else "boundary"
         fam = SOURCES[data.draw(st.sampled_from(sorted(SOURCES)))] if kind == "source" else \
             BOUNDARIES[data.draw(st.sampled_from(sorted(BOUNDARIES)))]
-        from pdediff.problems import Grid
+        from pdediff.physics.problems import Grid
 
         arr = fam.sample(Grid(n), [np.random.default_rng([int(rng.integers(2**31)), k]) for k in range(count)])
         arr = arr.reshape(shape)
@@ -1027,7 +1027,7 @@ def test_solve_accuracy(profile, solver):
 
 
 def test_adaptive_sampler_that_gives_up_is_a_value_error(solver):
-    """Found by this suite and left failing (a fix belongs in pdediff/samplers.py or Solver._sample):
+    """Found by this suite and left failing (a fix belongs in pdediff/maths/samplers.py or pdediff.solver.solve.sample):
     sampler_options that pass every check (max_steps=1 here; rtol=atol=1e-9 with max_steps=20 too)
     make sample_adaptive raise RuntimeError("adaptive sampler took more than max_steps=... steps")."""
     rho, g = draw(64, 1, boundary="smooth", seed=1)

@@ -1,4 +1,4 @@
-"""Tests of pdediff.generate and generate_data.py: files, determinism, shards, resume, CLI errors."""
+"""Tests of pdediff.data.generate and generate_data.py: files, determinism, shards, resume, CLI errors."""
 
 import dataclasses
 import json
@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 from pdediff.data import load_arrays
-from pdediff.generate import DatasetCard, generate_dataset, make_card, parse_shard, split_filename
-from pdediff.problems import PROBLEMS
+from pdediff.data.generate import DatasetCard, generate_dataset, make_card, parse_shard, split_filename
+from pdediff.physics.problems import PROBLEMS
 
 
 def small_card(count=40, block_size=8, **kw):
@@ -106,7 +106,7 @@ def test_resume_after_kill_matches_uninterrupted_run(tmp_path, repo_root, monkey
     killed = tmp_path / "killed"
     script = textwrap.dedent(f"""
         import os, signal
-        from pdediff.generate import DatasetCard, generate_dataset
+        from pdediff.data.generate import DatasetCard, generate_dataset
         card = DatasetCard.from_json({card.to_json()!r})
         def die(info):
             if info["event"] == "block" and info["done"] >= 16:

@@ -1,4 +1,4 @@
-"""Tests of pdediff.problems.helmholtz: Poisson limit, DST against LU, manufactured-solution
+"""Tests of pdediff.physics.problems.helmholtz: Poisson limit, DST against LU, manufactured-solution
 convergence, iterative methods on the indefinite operator, singular and invalid wavenumbers."""
 
 import dataclasses
@@ -7,9 +7,9 @@ import re
 import numpy as np
 import pytest
 
-from pdediff.problems import Grid
-from pdediff.problems.helmholtz import Helmholtz, shifted_laplacian_preconditioner
-from pdediff.problems.poisson import Poisson, _dst_eigenvalues
+from pdediff.physics.problems import Grid
+from pdediff.physics.problems.helmholtz import Helmholtz, shifted_laplacian_preconditioner
+from pdediff.physics.problems.poisson import Poisson, _dst_eigenvalues
 
 HELMHOLTZ = Helmholtz(k=8.0)
 POISSON = Poisson()

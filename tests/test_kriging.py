@@ -6,12 +6,12 @@ import pytest
 import scipy.linalg
 import torch
 
-from pdediff.gauss_newton import EllipticModel, map_estimate
-from pdediff.gaussian import DenseGaussian, SpectralGaussian, inverse, transform, transform_1d
-from pdediff.kriging import LinearModel, krige, prior_amplitude, ring_nodes
-from pdediff.physics_posterior import linear_posterior
-from pdediff.problems import Darcy, Helmholtz, Poisson
-from pdediff.samplers import get_sigmas_karras, sample_heun
+from pdediff.maths.gauss_newton import EllipticModel, map_estimate
+from pdediff.maths.gaussian import DenseGaussian, SpectralGaussian, inverse, transform, transform_1d
+from pdediff.maths.kriging import LinearModel, krige, prior_amplitude, ring_nodes
+from pdediff.maths.physics_posterior import linear_posterior
+from pdediff.physics.problems import Darcy, Helmholtz, Poisson
+from pdediff.maths.samplers import get_sigmas_karras, sample_heun
 
 
 def _spectrum(n, basis, rng, decay=2.0):

@@ -1,4 +1,4 @@
-"""Likelihood through the probability-flow ODE (pdediff.likelihood, Solver.log_likelihood).
+"""Likelihood through the probability-flow ODE (pdediff.maths.likelihood, Solver.log_likelihood).
 
 Exact answers: for Gaussian data the exact denoiser is linear, its divergence is a trace known in
 closed form, and the ODE's log-density must match the Gaussian's log-density (noised by
@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 import torch
 
-from pdediff import likelihood
-from pdediff.conditioning import Normalisation, unknown_nodes
-from pdediff.config import Config, DataConfig, ModelConfig
+from pdediff.maths import likelihood
+from pdediff.learning.conditioning import Normalisation, unknown_nodes
+from pdediff.learning.config import Config, DataConfig, ModelConfig
 from pdediff.solver import Solver
 
 D_ = 12

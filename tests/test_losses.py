@@ -1,4 +1,4 @@
-"""Exact-answer tests of pdediff.losses with the exact denoiser of Gaussian data.
+"""Exact-answer tests of pdediff.learning.losses with the exact denoiser of Gaussian data.
 
 For x0 ~ N(0, diag(s^2)) and D(x, sigma) = s^2/(s^2+sigma^2) x, the denoising error at fixed
 sigma is E (D(x0 + n) - x0)_i^2 = s_i^2 sigma^2 / (s_i^2 + sigma^2), so each loss's expectation is
@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from pdediff.losses import LOSSES, EDMLoss, SDELoss
-from pdediff.sdes import SDES
+from pdediff.learning.losses import LOSSES, EDMLoss, SDELoss
+from pdediff.maths.sdes import SDES
 
 torch.set_num_threads(1)  # the test machines are shared; threads only fight over tiny tensors
 

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from pdediff import metrics
+from pdediff.physics import metrics
 
 
 def test_seed_spread_of_a_symmetric_pair_is_the_half_difference():
@@ -29,7 +29,7 @@ def test_relative_and_max_error():
 
 
 def test_auroc_is_the_share_of_pairs_ranked_right():
-    from pdediff.metrics import auroc
+    from pdediff.physics.metrics import auroc
 
     assert auroc([3, 4], [1, 2]) == 1.0 and auroc([1, 2], [3, 4]) == 0.0
     assert auroc([1, 3], [2]) == 0.5 and auroc([2, 2], [2]) == 0.5

@@ -1,12 +1,12 @@
-"""Tests of pdediff.multigrid: the batched V-cycle is a symmetric positive-definite
+"""Tests of pdediff.maths.multigrid: the batched V-cycle is a symmetric positive-definite
 preconditioner that contracts the error, and one batched CG step equals SciPy's first CG step."""
 
 import numpy as np
 import pyamg
 import scipy.sparse.linalg as spla
 
-from pdediff.multigrid import BatchedVCycle, pcg_step
-from pdediff.problems.poisson import _operator
+from pdediff.maths.multigrid import BatchedVCycle, pcg_step
+from pdediff.physics.problems.poisson import _operator
 
 
 def _setup(n=33):

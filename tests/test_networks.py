@@ -6,7 +6,7 @@ import pytest
 import numpy as np
 import torch
 
-from pdediff.networks import NETWORKS, FNOScore, UNet, build_network
+from pdediff.learning.networks import NETWORKS, FNOScore, UNet, build_network
 
 COND_CHANNELS = 3
 
@@ -200,7 +200,7 @@ def test_registry_builds_what_it_names_and_bad_options():
         net = build_network(name, COND_CHANNELS, **TINY[name])
         assert type(net) is cls and net.config["cond_channels"] == COND_CHANNELS
         assert {k: v for k, v in net.config.items() if k in TINY[name]} == json.loads(json.dumps(TINY[name]))
-        # the solver reads this to choose between solving natively and resampling (pdediff.cases.grid_options)
+        # the solver reads this to choose between solving natively and resampling (pdediff.data.cases.grid_options)
         assert isinstance(cls.resolution_free, bool)
     assert NETWORKS["fno"].resolution_free and not NETWORKS["unet"].resolution_free
     with pytest.raises(ValueError, match=r"'transformer' is not known; choose one of \['fno', 'unet'\]"):

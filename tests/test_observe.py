@@ -1,4 +1,4 @@
-"""Sampling joint models from observations (pdediff.observe, Solver.reconstruct).
+"""Sampling joint models from observations (pdediff.maths.observe, Solver.reconstruct).
 
 Exact answers: for isotropic Gaussian data the posterior given noisy or exact observations of
 some nodes is known in closed form (observed nodes: the precision-weighted mean of prior and
@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import torch
 
-from pdediff import observe
-from pdediff.conditioning import Normalisation
-from pdediff.config import Config, DataConfig, ModelConfig
-from pdediff.problems.base import boundary_mask
+from pdediff.maths import observe
+from pdediff.learning.conditioning import Normalisation
+from pdediff.learning.config import Config, DataConfig, ModelConfig
+from pdediff.physics.problems.base import boundary_mask
 from pdediff.solver import Solver
 
 N = 8
@@ -144,7 +144,7 @@ def test_forward_model_refuses_to_reconstruct():
 
 # ------------------------------------------------------------------ joint models: training and loading
 def joint_config(dataset, steps=30, observe=False, init=None):
-    from pdediff.config import Config
+    from pdediff.learning.config import Config
 
     c = Config(name="j")
     c.data.train = [str(dataset / "train.h5")]
@@ -169,7 +169,7 @@ def test_joint_model_trains_with_exact_ring_and_data_scales(tiny_dataset, tmp_pa
     import json
 
     from pdediff.data import load_arrays
-    from pdediff.training import Trainer
+    from pdediff.tools.training import Trainer
 
     trainer = Trainer(joint_config(tiny_dataset, steps=40).validate(), tmp_path / "run", progress=False)
     arrays = load_arrays(tiny_dataset / "train.h5", dtype=np.float64)
@@ -188,8 +188,8 @@ def test_joint_model_trains_with_exact_ring_and_data_scales(tiny_dataset, tmp_pa
 
 
 def test_observation_inputs_start_as_the_joint_model_they_grow_from(tiny_dataset, tmp_path):
-    from pdediff.model import load_denoiser
-    from pdediff.training import Trainer, export_checkpoint
+    from pdediff.learning.model import load_denoiser
+    from pdediff.tools.training import Trainer, export_checkpoint
 
     base = Trainer(joint_config(tiny_dataset, steps=10), tmp_path / "base", progress=False)
     export_checkpoint(base.run(), tmp_path / "base.safetensors")
@@ -214,7 +214,7 @@ def test_observation_inputs_start_as_the_joint_model_they_grow_from(tiny_dataset
 
 
 def test_joint_config_errors_name_the_setting(tiny_dataset, tmp_path):
-    from pdediff.training import Trainer
+    from pdediff.tools.training import Trainer
 
     c = joint_config(tiny_dataset)
     c.model.joint = ["rho", "psi"]
@@ -238,7 +238,7 @@ def test_solve_cli_writes_the_posterior_to_netcdf(tiny_dataset, tmp_path, capsys
     import xarray as xr
 
     import solve
-    from pdediff.training import Trainer, export_checkpoint
+    from pdediff.tools.training import Trainer, export_checkpoint
 
     export_checkpoint(Trainer(joint_config(tiny_dataset, steps=5), tmp_path / "run", progress=False).run(),
                       tmp_path / "joint.safetensors")
@@ -273,8 +273,8 @@ def test_observations_far_from_the_training_scale_warn():
 
 def test_benchmark_observations_fall_where_a_field_is_unknown():
     from benchmarks.observe import observation
-    from pdediff.conditioning import unknown_nodes
-    from pdediff.problems import get_problem
+    from pdediff.learning.conditioning import unknown_nodes
+    from pdediff.physics.problems import get_problem
 
     field = np.arange(2 * 16 * 16, dtype=float).reshape(2, 16, 16)
     where = unknown_nodes(get_problem("poisson"), "phi", 16)

@@ -1,9 +1,9 @@
-"""Tests of pdediff.problems: convergence on manufactured solutions, solver agreement, input checks."""
+"""Tests of pdediff.physics.problems: convergence on manufactured solutions, solver agreement, input checks."""
 
 import numpy as np
 import pytest
 
-from pdediff.problems import PROBLEMS, Grid, get_problem
+from pdediff.physics.problems import PROBLEMS, Grid, get_problem
 
 POISSON = PROBLEMS["poisson"]
 SOLVERS = {"fast": POISSON.fast_solve, "reference": POISSON.reference_solve}

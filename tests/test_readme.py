@@ -6,8 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
-from pdediff.cases import CASES
-from pdediff.problems import DEFAULT_PROBLEM
+from pdediff.data.cases import CASES
+from pdediff.physics.problems import DEFAULT_PROBLEM
 
 NUMBER = r"(\d(?:\.\d+)?e-?\d+)"
 PYTHON_BLOCK = r"```python\n(.*?)```"

@@ -6,9 +6,9 @@ import pytest
 
 import pdediff
 from pdediff import AccuracyWarning
-from pdediff.kriging import DENSE_MAX
-from pdediff.problems.base import boundary_mask
-from pdediff.sources import draw
+from pdediff.maths.kriging import DENSE_MAX
+from pdediff.physics.problems.base import boundary_mask
+from pdediff.physics.sources import draw
 
 
 @pytest.fixture(scope="module")
@@ -19,7 +19,7 @@ def joint():
 @pytest.fixture(scope="module")
 def sensed():
     rho, g = draw(64, 2, source="blobs", boundary="zero", seed=21)
-    phi = pdediff.problems.Poisson().fast_solve(rho, g)
+    phi = pdediff.physics.problems.Poisson().fast_solve(rho, g)
     keep = np.random.default_rng(0).random(phi.shape) < 0.03
     return rho, g, phi, np.where(keep, phi, np.nan)
 

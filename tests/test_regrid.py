@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from pdediff.regrid import prolong, restrict, transfer_ring
+from pdediff.maths.regrid import prolong, restrict, transfer_ring
 
 
 def smooth(n):

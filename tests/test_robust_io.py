@@ -21,11 +21,11 @@ import torch
 
 import generate_data
 import pdediff
-import pdediff.generate
+import pdediff.data.generate
 import solve
 from pdediff.data import PDEDataset, ShardReader, inspect_file, load_arrays, open_dataset, read_card
-from pdediff.generate import generate_dataset, make_card, output_lock
-from pdediff.problems import PROBLEMS
+from pdediff.data.generate import generate_dataset, make_card, output_lock
+from pdediff.physics.problems import PROBLEMS
 
 SMALL = ["--n", "9", "--count", "5", "--quiet"]
 needs_proc = pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux /proc")
@@ -111,7 +111,7 @@ def _report_open_files(queue):
 
 GATED_RUN = textwrap.dedent("""
     import pathlib, sys, time
-    import generate_data, pdediff.generate as g
+    import generate_data, pdediff.data.generate as g
     go, waiting = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2])
     compute, calls = g.compute_block, []
     def gated(block):  # after the first block is written, wait until the test says go
@@ -168,7 +168,7 @@ def test_sigint_stops_the_cli_and_resume_is_byte_identical(tmp_path, monkeypatch
 
 def _sigint_run(tmp_path, monkeypatch, capsys):
     args = ["--n", "17", "--count", "600", "--valid-count", "3", "--test-count", "3", "--quiet"]
-    compute, calls = pdediff.generate.compute_block, []
+    compute, calls = pdediff.data.generate.compute_block, []
 
     def interrupted(block):
         calls.append(block)
@@ -176,14 +176,14 @@ def _sigint_run(tmp_path, monkeypatch, capsys):
             os.kill(os.getpid(), signal.SIGINT)
         return compute(block)
 
-    monkeypatch.setattr(pdediff.generate, "compute_block", interrupted)
+    monkeypatch.setattr(pdediff.data.generate, "compute_block", interrupted)
     code, err = run_main(generate_data.main, [*args, "--out", tmp_path / "d"], capsys)
     assert code == 130 and "interrupted" in err and "--resume" in err
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
     assert sorted(p.name for p in (tmp_path / "d").iterdir()) == ["train.h5.partial"]
     with h5py.File(tmp_path / "d" / "train.h5.partial") as f:
         assert 0 < f.attrs["completed"] < 600
-    monkeypatch.setattr(pdediff.generate, "compute_block", compute)
+    monkeypatch.setattr(pdediff.data.generate, "compute_block", compute)
     assert run_main(generate_data.main, [*args, "--out", tmp_path / "d", "--resume"], capsys)[0] == 0
     assert run_main(generate_data.main, [*args, "--out", tmp_path / "ref"], capsys)[0] == 0
     same_files(tmp_path / "d", tmp_path / "ref")
@@ -207,6 +207,13 @@ def test_interrupt_with_workers_stops_the_pool(tmp_path):
     same_files(tmp_path / "d", tmp_path / "ref")
 
 
+def _sigint_as_a_terminal_has_it():
+    """In the child before exec: SIGINT at its default, so that Python installs its
+    KeyboardInterrupt handler even when this suite was launched with SIGINT ignored (nohup,
+    background jobs, some CI runners), which a child would otherwise inherit."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.mark.slow
 def test_ctrl_c_with_workers_exits_and_resumes_byte_identically(tmp_path, repo_root, capsys):
     """Ctrl-C as a terminal sends it: SIGINT to the whole process group, workers included."""
@@ -214,7 +221,7 @@ def test_ctrl_c_with_workers_exits_and_resumes_byte_identically(tmp_path, repo_r
     args = ["--n", "65", "--count", "3000", "--valid-count", "30", "--test-count", "30", "--quiet", "--workers", "2"]
     proc = subprocess.Popen([sys.executable, str(repo_root / "generate_data.py"), *args, "--out", str(out)],
                             cwd=repo_root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
+                            start_new_session=True, preexec_fn=_sigint_as_a_terminal_has_it)
     partial = out / "train.h5.partial"
     try:
         wait_for(lambda: partial.exists() and partial.stat().st_size > 100_000, "the first block", proc=proc)
@@ -311,9 +318,9 @@ def test_solve_bad_input_files_exit_2_naming_the_file(solve_cli, tmp_path, spec,
 @needs_proc
 def test_solve_write_failure_exits_2(solve_cli, monkeypatch, tmp_path):
     """A write that fails after the checks (here: the folder turns read-only) is an exit 2 too."""
-    import pdediff.cli
+    import pdediff.tools.cli
 
-    monkeypatch.setattr(pdediff.cli, "check_writable", lambda *args: None)
+    monkeypatch.setattr(pdediff.tools.cli, "check_writable", lambda *args: None)
     info = types.SimpleNamespace(nfe=0, seconds=0.0)
     solver = types.SimpleNamespace(problem=PROBLEMS["poisson"], solve=lambda **kw: (np.zeros((2, 17, 17)), info))
     monkeypatch.setattr(pdediff, "load_solver", lambda *a, **k: solver)

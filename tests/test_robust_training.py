@@ -11,17 +11,17 @@ import torch
 import yaml
 from safetensors.torch import save_file
 
-import pdediff.checkpoint
-import pdediff.training
+import pdediff.data.checkpoint
+import pdediff.tools.training
 import train as train_cli
-from pdediff.checkpoint import load_checkpoint, read_metadata, save_checkpoint
-from pdediff.conditioning import Normalisation
-from pdediff.config import Config
-from pdediff.generate import generate_dataset, make_card
-from pdediff.model import build_denoiser
-from pdediff.problems import get_problem
+from pdediff.data.checkpoint import load_checkpoint, read_metadata, save_checkpoint
+from pdediff.learning.conditioning import Normalisation
+from pdediff.learning.config import Config
+from pdediff.data.generate import generate_dataset, make_card
+from pdediff.learning.model import build_denoiser
+from pdediff.physics.problems import get_problem
 from pdediff.solver import Solver
-from pdediff.training import CHECKPOINT, METRICS, Trainer, check_run, export_checkpoint, train
+from pdediff.tools.training import CHECKPOINT, METRICS, Trainer, check_run, export_checkpoint, train
 from test_training import tiny_config
 
 KWARGS = {"model_channels": 8, "channel_mult": [1, 2], "attention_levels": []}
@@ -97,7 +97,7 @@ def trained(tiny_dataset, tmp_path_factory):
 ])
 def test_bad_settings_exit_2_before_any_work(tiny_dataset, tmp_path, capsys, monkeypatch, key, value, match):
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(pdediff.training, "load_arrays", lambda *a, **k: pytest.fail("data loaded"))
+    monkeypatch.setattr(pdediff.tools.training, "load_arrays", lambda *a, **k: pytest.fail("data loaded"))
     cfg = write_config(tmp_path / "c.yaml", tiny_config(tiny_dataset, steps=2), {key: value})
     code, err = cli(capsys, "--config", cfg, "--no-progress")  # default folder: runs/<name>
     assert code == 2 and re.search(match, err), err
@@ -210,7 +210,7 @@ def test_unwritable_export_exits_2_before_training(tiny_dataset, tmp_path, capsy
     monkeypatch.chdir(tmp_path)
     (tmp_path / "folder.safetensors").mkdir()
     (tmp_path / "run").mkdir()
-    monkeypatch.setattr(pdediff.training, "load_arrays", lambda *a, **k: pytest.fail("data loaded"))
+    monkeypatch.setattr(pdediff.tools.training, "load_arrays", lambda *a, **k: pytest.fail("data loaded"))
     cfg = write_config(tmp_path / "c.yaml", tiny_config(tiny_dataset, steps=2))
     code, err = cli(capsys, "--config", cfg, "--out", "run", "--export", export, "--no-progress")
     assert code == 2 and f"--export={export!r}" in err and re.search(match, err), err
@@ -237,7 +237,7 @@ def _h5_without_g(src, dst):
 
 
 def test_data_problems_stop_the_run_before_step_1(tiny_dataset, tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(pdediff.training, "load_arrays", lambda *a, **k: pytest.fail("data loaded"))
+    monkeypatch.setattr(pdediff.tools.training, "load_arrays", lambda *a, **k: pytest.fail("data loaded"))
     out = tmp_path / "run"
     other_grid = tmp_path / "n33"
     generate_dataset(other_grid, make_card("poisson", 33, 2, source="blobs", valid_count=2, test_count=0))
@@ -319,7 +319,7 @@ def test_a_failed_save_leaves_no_temporary_file(tmp_path, monkeypatch, error):
             fh.write(b"partial")
         raise error
 
-    monkeypatch.setattr(pdediff.checkpoint, "save_file", fail)
+    monkeypatch.setattr(pdediff.data.checkpoint, "save_file", fail)
     with pytest.raises(type(error)):
         save_checkpoint(path, {"model.w": torch.ones(3)}, {"step": 2})
     assert list(tmp_path.iterdir()) == [path] and read_metadata(path)["step"] == 1

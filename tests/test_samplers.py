@@ -1,4 +1,4 @@
-"""Exact-answer tests of pdediff.samplers.
+"""Exact-answer tests of pdediff.maths.samplers.
 
 Gaussian data x0 ~ N(mu, diag(s^2)) has the exact denoiser D(x, sigma) = mu + s^2/(s^2+sigma^2)
 (x - mu), under which the PF-ODE map from sigma_max is x0 = mu + s/sqrt(s^2+sigma_max^2)(x_T - mu);
@@ -10,7 +10,7 @@ import math
 import pytest
 import torch
 
-from pdediff.samplers import (
+from pdediff.maths.samplers import (
     SAMPLERS,
     get_sigmas_exponential,
     get_sigmas_karras,
@@ -18,7 +18,7 @@ from pdediff.samplers import (
     get_sigmas_vp,
     to_d,
 )
-from pdediff.sdes import SDES
+from pdediff.maths.sdes import SDES
 
 torch.set_num_threads(1)  # the test machines are shared; threads only fight over tiny tensors
 

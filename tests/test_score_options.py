@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 import torch
 
-from pdediff.denoiser import Denoiser
-from pdediff.guidance import classifier_free
-from pdediff.networks import build_network
-from pdediff.problems.base import boundary_mask
+from pdediff.maths.denoiser import Denoiser
+from pdediff.maths.guidance import classifier_free
+from pdediff.learning.networks import build_network
+from pdediff.physics.problems.base import boundary_mask
 from pdediff.solver import Solver
-from pdediff.training import Trainer, train
+from pdediff.tools.training import Trainer, train
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_training import loss_before_and_after_training, tiny_config  # noqa: E402
@@ -174,7 +174,7 @@ def test_reconstruct_with_cfg_on_an_observation_model(tiny_dataset, tmp_path):
     c = joint_config(tiny_dataset, steps=10, observe=True)
     c.model.cond_dropout = 0.2
     trainer = Trainer(c.validate(), tmp_path / "j", progress=False)
-    from pdediff.model import condition_names
+    from pdediff.learning.model import condition_names
 
     names = condition_names(c, trainer.problem)  # g, the ring mask, then each field's values and mask
     assert [names[i] for i in trainer.model.null_channels] == ["rho_obs", "rho_seen", "phi_obs", "phi_seen"]
@@ -195,8 +195,8 @@ def test_observation_inputs_grow_before_the_null_flag(tiny_dataset, tmp_path):
     new inputs enter between its conditions and its presence flag, with zero weights."""
     from test_observe import joint_config
 
-    from pdediff.model import load_denoiser
-    from pdediff.training import export_checkpoint
+    from pdediff.learning.model import load_denoiser
+    from pdediff.tools.training import export_checkpoint
 
     c = joint_config(tiny_dataset, steps=4)
     c.model.cond_dropout = 0.2

@@ -1,4 +1,4 @@
-"""Exact-answer tests of pdediff.sdes: marginals against a simulated forward SDE, the prior
+"""Exact-answer tests of pdediff.maths.sdes: marginals against a simulated forward SDE, the prior
 against scipy, the sigma-parameterisation against Song et al.'s closed forms, and the
 probability-flow ODE against the exact Gaussian flow."""
 
@@ -8,9 +8,9 @@ import pytest
 import torch
 from scipy import stats
 
-from pdediff.noise import randn
-from pdediff.sdes import SDES
-from pdediff.tensors import append_dims
+from pdediff.maths.noise import randn
+from pdediff.maths.sdes import SDES
+from pdediff.maths.tensors import append_dims
 
 torch.set_num_threads(1)  # the test machines are shared; threads only fight over tiny tensors
 

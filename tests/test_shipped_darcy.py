@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 
 import pdediff
-from pdediff import metrics
-from pdediff.coefficients import LogNormalField, ThresholdField
+from pdediff.physics import metrics
+from pdediff.physics.coefficients import LogNormalField, ThresholdField
 from pdediff.models import MODELS
-from pdediff.problems import Grid
+from pdediff.physics.problems import Grid
 
 NAME = "darcy"
 pytestmark = pytest.mark.skipif(NAME not in MODELS, reason="no shipped model of this name")

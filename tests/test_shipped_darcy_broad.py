@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 
 import pdediff
-from pdediff import metrics
-from pdediff.coefficients import LogNormalField, ThresholdField
+from pdediff.physics import metrics
+from pdediff.physics.coefficients import LogNormalField, ThresholdField
 from pdediff.models import MODELS
-from pdediff.problems import Grid
+from pdediff.physics.problems import Grid
 
 NAME = "darcy-broad"
 pytestmark = pytest.mark.skipif(NAME not in MODELS, reason="no shipped model of this name")
@@ -40,7 +40,7 @@ def test_accuracy_and_polish(solver, case):
 
 
 def test_random_sources_and_boundary_data(solver):
-    from pdediff.cases import Case
+    from pdediff.data.cases import Case
 
     fields = Case("blobs,grf", "smooth", coefficient="lognormal").draw(8, 3, problem=solver.problem, n=64)
     ref = solver.problem.reference_solve(**fields)

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 
 import pdediff
-from pdediff import metrics
-from pdediff.cases import Case
+from pdediff.physics import metrics
+from pdediff.data.cases import Case
 from pdediff.models import MODELS
-from pdediff.problems import Grid
+from pdediff.physics.problems import Grid
 
 NAME = "helmholtz"
 pytestmark = pytest.mark.skipif(NAME not in MODELS, reason="no shipped model of this name")

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 
 import pdediff
-from pdediff import metrics
-from pdediff.problems.base import boundary_mask
-from pdediff.sources import draw
+from pdediff.physics import metrics
+from pdediff.physics.problems.base import boundary_mask
+from pdediff.physics.sources import draw
 
 
 def sensors(field: np.ndarray, share: float, seed: int) -> np.ndarray:
@@ -107,8 +107,8 @@ def test_poisson_joint_likelihood_ranks_its_law_above_point_charges(poisson_pair
 def test_darcy_joint_likelihood_flags_log_normal_coefficients():
     """darcy-joint saw thresholded coefficients only; reconstruct fails silently on log-normal
     ones (README), and the likelihood of such a pair is far below that of its own law's."""
-    from pdediff.coefficients import get_coefficient
-    from pdediff.problems.base import Grid
+    from pdediff.physics.coefficients import get_coefficient
+    from pdediff.physics.problems.base import Grid
 
     solver = pdediff.load_solver("darcy-joint")
     assert solver.card["coefficient"] == "threshold"  # its training law (the family's defaults)

@@ -1,7 +1,7 @@
 """The model shipped in pdediff/models: it loads with no argument and meets its measured figures.
 
 The cases and their thresholds (the README's measured figures with a margin) are those of
-``pdediff.cases.CASES``, which the demo and the benchmark loop over too; the samples are fresh
+``pdediff.data.cases.CASES``, which the demo and the benchmark loop over too; the samples are fresh
 (a seed stream the generator's splits do not use), so a regression in the engine or the file
 shows up here.
 """
@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 import pdediff
-from pdediff import metrics
-from pdediff.cases import CASES, grid_options
-from pdediff.problems import DEFAULT_PROBLEM
+from pdediff.physics import metrics
+from pdediff.data.cases import CASES, grid_options
+from pdediff.physics.problems import DEFAULT_PROBLEM
 
 SHIPPED_CASES = CASES[DEFAULT_PROBLEM]  # the shipped model solves the default problem
 CHECKED = [name for name, case in SHIPPED_CASES.items() if case.check]
@@ -111,7 +111,7 @@ def test_the_unet_refuses_other_grids_unless_resampled(solver):
 
 
 def test_demo_solves_and_draws_every_case(tmp_path, capsys, record_plot_rows):
-    from pdediff import demo
+    from pdediff.tools import demo
 
     drawn = record_plot_rows(demo, draw=False)  # what it draws; plot_rows' PNG is checked in test_benchmarks
     png = tmp_path / "demo.png"

@@ -7,12 +7,12 @@ import numpy as np
 import pytest
 import torch
 
-from pdediff import metrics
-from pdediff.checkpoint import save_checkpoint, prefixed
-from pdediff.conditioning import fit_normalisation
-from pdediff.config import Config
-from pdediff.model import build_denoiser
-from pdediff.problems import PROBLEMS
+from pdediff.physics import metrics
+from pdediff.data.checkpoint import save_checkpoint, prefixed
+from pdediff.learning.conditioning import fit_normalisation
+from pdediff.learning.config import Config
+from pdediff.learning.model import build_denoiser
+from pdediff.physics.problems import PROBLEMS
 from pdediff.solver import Solver, load_solver
 
 POISSON = PROBLEMS["poisson"]
@@ -96,7 +96,7 @@ def test_polish_methods(solver, method):
 def test_resample_solves_on_the_training_grid(solver):
     """On a finer grid, resample=True equals the training-grid solve of the restricted input
     (rho's ignored ring values dropped first), prolonged by the spline, with the ring set to g."""
-    from pdediff.regrid import prolong, restrict, transfer_ring
+    from pdediff.maths.regrid import prolong, restrict, transfer_ring
 
     rng = np.random.default_rng(7)
     n = 2 * N - 1
@@ -162,7 +162,7 @@ def test_bad_checkpoints(tmp_path):
 
 
 def test_solve_cli_check_and_plot(solver, tmp_path, monkeypatch, capsys, record_plot_rows, png_pixels):
-    import pdediff.cli
+    import pdediff.tools.cli
     import solve as solve_cli
 
     def run(*argv):
@@ -181,7 +181,7 @@ def test_solve_cli_check_and_plot(solver, tmp_path, monkeypatch, capsys, record_
     np.save(tmp_path / "rho.npy", rho)
     np.savez(tmp_path / "g.npz", g=g)
     monkeypatch.chdir(tmp_path)
-    plotted = record_plot_rows(pdediff.cli)
+    plotted = record_plot_rows(pdediff.tools.cli)
     argv = ["--checkpoint", str(ckpt), "--rho", "rho.npy", "--g", "g.npz", "--out", "phi.npy", "--steps", "3",
             "--check", "--plot", "p.png"]
     code, out, err = run(*argv)
@@ -274,8 +274,8 @@ def test_guidance_lowers_the_residual_and_keeps_the_boundary(solver):
 
 def test_denoiser_itself_returns_the_boundary_data(solver):
     """Before the solver's final copy of g onto the ring: the sampler's output already equals g."""
-    from pdediff.conditioning import encode
-    from pdediff.samplers import SAMPLERS, get_sigmas_karras
+    from pdediff.learning.conditioning import encode
+    from pdediff.maths.samplers import SAMPLERS, get_sigmas_karras
 
     rho, g, _ = _data(3)
     cond, s = encode(POISSON, solver.norm, {"rho": torch.as_tensor(rho, dtype=torch.float32),

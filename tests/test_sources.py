@@ -1,5 +1,5 @@
-"""Tests of pdediff.sources: shapes, reproducibility, documented parameter ranges; and the named
-cases of pdediff.cases, drawn from these families."""
+"""Tests of pdediff.physics.sources: shapes, reproducibility, documented parameter ranges; and the named
+cases of pdediff.data.cases, drawn from these families."""
 
 import dataclasses
 from types import SimpleNamespace
@@ -7,9 +7,9 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from pdediff.cases import CASES, cases_for
-from pdediff.problems import DEFAULT_PROBLEM, PROBLEMS, Grid
-from pdediff.sources import BOUNDARIES, SOURCES, Blobs, Mixture, draw, gaussian_sum, get_boundary, get_source
+from pdediff.data.cases import CASES, cases_for
+from pdediff.physics.problems import DEFAULT_PROBLEM, PROBLEMS, Grid
+from pdediff.physics.sources import BOUNDARIES, SOURCES, Blobs, Mixture, draw, gaussian_sum, get_boundary, get_source
 
 GRID = Grid(33)
 FAMILIES = {**{f"source-{k}": v for k, v in SOURCES.items()}, **{f"boundary-{k}": v for k, v in BOUNDARIES.items()}}
@@ -141,7 +141,7 @@ def test_draw_uses_one_documented_generator_per_sample_and_field():
 
 @pytest.mark.parametrize("name", list(CASES[DEFAULT_PROBLEM]))
 def test_every_case_draws_what_sources_draw_on_its_grid(name):
-    """The cases of pdediff.cases (demo, benchmarks, shipped-model tests) draw by role, exactly as
+    """The cases of pdediff.data.cases (demo, benchmarks, shipped-model tests) draw by role, exactly as
     sources.draw does for a source and Dirichlet data, on their grid for a model trained at n."""
     case, problem = CASES[DEFAULT_PROBLEM][name], PROBLEMS[DEFAULT_PROBLEM]
     fields = case.draw(3, 2026, problem=problem, n=17)

@@ -10,13 +10,13 @@ import numpy as np
 import pytest
 import torch
 
-from pdediff.checkpoint import group, load_checkpoint
-from pdediff.conditioning import fit_normalisation
-from pdediff.config import Config
+from pdediff.data.checkpoint import group, load_checkpoint
+from pdediff.learning.conditioning import fit_normalisation
+from pdediff.learning.config import Config
 from pdediff.data import load_arrays
-from pdediff.generate import generate_dataset, make_card
+from pdediff.data.generate import generate_dataset, make_card
 from pdediff.solver import Solver
-from pdediff.training import Trainer, export_checkpoint, train
+from pdediff.tools.training import Trainer, export_checkpoint, train
 
 
 def tiny_config(dataset, steps=20, **train_kw) -> Config:
