@@ -30,7 +30,7 @@ def results_dir(block: str) -> Path:
 def write_report(out, name: str, lines: list[str], results: dict, draw, caption: str) -> None:
     """Write ``out/name.md`` (``lines`` then the figure), ``out/name.json`` (``results``) and the
     figure ``out/name.png`` (``draw(path)``), each atomically, and print the markdown."""
-    from pdediff.atomic import write_text
+    from pdediff.data.atomic import write_text
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -90,7 +90,7 @@ def record_command(folder, block: str, argv, files) -> Path:
     Earlier entries stay for the files this run did not write (a folder may hold several runs'
     results, e.g. ``problems/darcy.md`` and ``problems/helmholtz.md``); an entry left with no file
     is dropped. Runs of one block into one folder at the same time may lose an entry."""
-    from pdediff.atomic import write_text
+    from pdediff.data.atomic import write_text
 
     folder = Path(folder)
     argv = list(sys.argv[1:] if argv is None else argv)

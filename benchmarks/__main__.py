@@ -25,7 +25,7 @@ from pathlib import Path
 from benchmarks import problems, results_dir, surrogate
 from benchmarks.blocks import BLOCKS, listing
 from pdediff.models import MODELS
-from pdediff.problems import DEFAULT_PROBLEM
+from pdediff.physics.problems import DEFAULT_PROBLEM
 
 
 def run_block(name: str, argv) -> int:

@@ -12,8 +12,8 @@ import time
 
 import numpy as np
 
-from pdediff.generate import Block, compute_block, generate_dataset, make_card
-from pdediff.problems import PROBLEMS
+from pdediff.data.generate import Block, compute_block, generate_dataset, make_card
+from pdediff.physics.problems import PROBLEMS
 
 
 def time_solves(problem_name: str, n: int, batch: int = 64) -> dict[str, float]:

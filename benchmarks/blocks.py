@@ -76,7 +76,7 @@ BLOCKS: dict[str, Block] = {
         writes="families.md"),
     "fno64": Block(
         "benchmarks.fno64",
-        "The FNO score model (configs/fno64.yaml) beside the U-Nets at N = 64 and 128",
+        "The FNO score model (configs/experiments/fno64.yaml) beside the U-Nets at N = 64 and 128",
         "7 min",
         "estimated: the per-sample times in fno64/fno64.md, measured at --samples 16 (the default is 64)",
         ("--fno", "runs/fno64/checkpoint.safetensors"),

@@ -24,7 +24,9 @@ from pathlib import Path
 
 import numpy as np
 
-from pdediff import AccuracyWarning, metrics
+from pdediff import AccuracyWarning
+from pdediff.physics import metrics
+from pdediff.tools.plotting import save_figure
 from benchmarks import record_command, results_dir, write_report
 
 WEIGHTS = (-0.5, 0.0, 0.5, 1.0, 2.0, 4.0)
@@ -58,7 +60,7 @@ def forward(path: str, data: dict, weights) -> dict:
 def observed(path: str, data: dict, weights, samples: int) -> dict:
     import pdediff
     from benchmarks.observe import observation
-    from pdediff.conditioning import unknown_nodes
+    from pdediff.learning.conditioning import unknown_nodes
 
     solver = pdediff.load_solver(path)
     n = data["phi"].shape[-1]
@@ -108,8 +110,7 @@ def figure(path: Path, results: dict) -> None:
     ax.set_yscale("log")
     ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path, dpi=110)
 
 
 def main(argv=None) -> int:

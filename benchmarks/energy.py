@@ -21,7 +21,8 @@ import warnings
 
 import numpy as np
 
-from pdediff import AccuracyWarning, metrics
+from pdediff import AccuracyWarning
+from pdediff.physics import metrics
 
 
 def accuracy_and_time(path: str, data: dict) -> dict:
@@ -62,8 +63,8 @@ def step_time(path: str, repeats: int) -> float:
     """Median milliseconds of one training step (loss, backward) at the run's batch size."""
     import torch
 
-    from pdediff.model import load_denoiser
-    from pdediff.training import build_loss
+    from pdediff.learning.model import load_denoiser
+    from pdediff.tools.training import build_loss
 
     loaded = load_denoiser(path)
     model = loaded.denoiser.train()

@@ -13,7 +13,8 @@ import warnings
 
 import numpy as np
 
-from pdediff import AccuracyWarning, metrics
+from pdediff import AccuracyWarning
+from pdediff.physics import metrics
 from pdediff.data import load_arrays
 
 

@@ -3,7 +3,7 @@
     python -m benchmarks.families --checkpoints runs/default64/checkpoint.safetensors,shipped \\
         --data datasets/poisson64/test.h5
 
-The cases are those of ``python -m benchmarks``, from ``pdediff.cases.CASES`` (a test split,
+The cases are those of ``python -m benchmarks``, from ``pdediff.data.cases.CASES`` (a test split,
 point charges and dipoles, disks and rectangles, rough random fields, a grid twice as fine),
 each solved with every model's default sampling at seeds 0 and 1. ``shipped`` names the model
 in ``pdediff/models``. Writes ``benchmarks/results/families/families.md`` (``--out``), with the
@@ -19,9 +19,9 @@ import numpy as np
 
 from benchmarks import record_command, results_dir
 from benchmarks.surrogate import cases
-from pdediff import metrics
-from pdediff.atomic import write_text
-from pdediff.cases import grid_options
+from pdediff.physics import metrics
+from pdediff.data.atomic import write_text
+from pdediff.data.cases import grid_options
 
 
 
@@ -30,7 +30,7 @@ def solution_scale(solver, fields: dict, ref) -> np.ndarray:
     for the training data; small where the solution is small next to its source."""
     import torch
 
-    from pdediff.conditioning import sample_scale
+    from pdediff.learning.conditioning import sample_scale
 
     s = sample_scale(solver.problem, solver.norm, {k: torch.as_tensor(v) for k, v in fields.items()}).numpy()
     rms = np.sqrt(np.mean(ref**2, axis=(-2, -1)))

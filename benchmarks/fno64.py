@@ -19,10 +19,11 @@ from pathlib import Path
 
 import numpy as np
 
-from pdediff import AccuracyWarning, metrics
+from pdediff import AccuracyWarning
+from pdediff.physics import metrics
 from benchmarks import record_command, results_dir
-from pdediff.atomic import write_text
-from pdediff.cases import CASES, grid_options
+from pdediff.data.atomic import write_text
+from pdediff.data.cases import CASES, grid_options
 
 
 
@@ -40,7 +41,7 @@ def main(argv=None) -> int:
         if args.samples < 4:
             raise ValueError(f"--samples={args.samples}; expected an integer >= 4")
         solvers = {name: pdediff.load_solver(name) for name in args.models.split(",") if name}
-        solvers["FNO (configs/fno64.yaml)"] = pdediff.load_solver(args.fno)
+        solvers["FNO (configs/experiments/fno64.yaml)"] = pdediff.load_solver(args.fno)
     except (ValueError, OSError) as exc:
         p.exit(2, f"benchmarks.fno64: error: {exc}\n")
     warnings.simplefilter("ignore", AccuracyWarning)

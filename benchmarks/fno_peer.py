@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from benchmarks import record_command
-from pdediff.checkpoint import group, load_checkpoint, save_checkpoint
+from pdediff.data.checkpoint import group, load_checkpoint, save_checkpoint
 from pdediff.data import load_arrays
 
 ARCH = {"n_modes": [16, 16], "in_channels": 1, "out_channels": 1, "hidden_channels": 32}

@@ -2,7 +2,7 @@
 
 Correlated Gaussian data in 12 dimensions (mean and covariance drawn with seed 0), its exact
 denoiser, sigma from 0.002 to 80: the largest error of log p over 5 points against the Gaussian's
-closed form, for the integrator of :mod:`pdediff.likelihood` (classical Runge-Kutta in
+closed form, for the integrator of :mod:`pdediff.maths.likelihood` (classical Runge-Kutta in
 t = log sigma, 4 evaluations an interval) and for Heun's rule in sigma on EDM's (Karras) grid
 (2 evaluations a step), at equal numbers of denoiser evaluations. Prints only (no options).
 """
@@ -14,8 +14,8 @@ import math
 
 import torch
 
-from pdediff.likelihood import drift_and_divergence, gaussian_logp, log_sigmas, ode_log_likelihood
-from pdediff.samplers import get_sigmas_karras
+from pdediff.maths.likelihood import drift_and_divergence, gaussian_logp, log_sigmas, ode_log_likelihood
+from pdediff.maths.samplers import get_sigmas_karras
 
 D, SIGMA_MIN, SIGMA_MAX = 12, 0.002, 80.0
 

@@ -33,9 +33,10 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks import record_command, results_dir
-from pdediff import metrics
-from pdediff.conditioning import unknown_nodes
-from pdediff.atomic import write_text
+from pdediff.physics import metrics
+from pdediff.learning.conditioning import unknown_nodes
+from pdediff.data.atomic import write_text
+from pdediff.tools.plotting import save_figure
 
 
 #: task -> (model key, observed field, fraction observed (None: whole), targets {field: rel L2})
@@ -126,7 +127,7 @@ def gallery(path, rows) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from pdediff.atomic import atomic_path
+    from pdediff.data.atomic import atomic_path
 
     fig, axes = plt.subplots(len(rows), 5, figsize=(17, 3.3 * len(rows)), constrained_layout=True, squeeze=False)
     for r, row in enumerate(rows):
@@ -151,9 +152,7 @@ def gallery(path, rows) -> None:
             ax.set_yticks([0, 1])
             fig.colorbar(im, ax=ax, shrink=0.85)
         axes[r, 0].set_ylabel(row["task"], fontsize=11)
-    with atomic_path(path, suffix=".png") as tmp:
-        fig.savefig(tmp, dpi=80)
-    plt.close(fig)
+    save_figure(fig, path, dpi=80)
 
 
 def coverage_plot(path, rows) -> None:
@@ -162,7 +161,7 @@ def coverage_plot(path, rows) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from pdediff.atomic import atomic_path
+    from pdediff.data.atomic import atomic_path
 
     fig, ax = plt.subplots(figsize=(5.5, 4.2), constrained_layout=True)
     ks = np.linspace(0, 3.2, 50)
@@ -175,9 +174,7 @@ def coverage_plot(path, rows) -> None:
     ax.set_ylabel("share of unobserved nodes with |mean - truth| <= k std")
     ax.axhline(0.8, color="grey", lw=0.5)
     ax.legend(fontsize=8)
-    with atomic_path(path, suffix=".png") as tmp:
-        fig.savefig(tmp, dpi=90)
-    plt.close(fig)
+    save_figure(fig, path, dpi=90)
 
 
 def main(argv=None) -> int:

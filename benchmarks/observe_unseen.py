@@ -8,12 +8,13 @@ unknown nodes within 2 std, and how many AccuracyWarnings the call raised. Print
 """
 import argparse
 import numpy as np, warnings, pdediff
-from pdediff import AccuracyWarning, metrics
-from pdediff.sources import draw
-from pdediff.coefficients import get_coefficient
-from pdediff.problems.base import Grid
+from pdediff import AccuracyWarning
+from pdediff.physics import metrics
+from pdediff.physics.sources import draw
+from pdediff.physics.coefficients import get_coefficient
+from pdediff.physics.problems.base import Grid
 from benchmarks.observe import observation
-from pdediff.conditioning import unknown_nodes
+from pdediff.learning.conditioning import unknown_nodes
 
 def run(label, solver, truth, observed, name, **kw):
     with warnings.catch_warnings(record=True) as w:

@@ -4,8 +4,8 @@
     python -m benchmarks.posterior --blocks share,nfe --count 16
     python -m benchmarks.posterior --blocks darcy --count 16
 
-Truths are fresh draws of each law at N = 64 (``pdediff.sources.draw``'s unseen stream; Darcy's
-coefficients from ``pdediff.coefficients``), solved exactly. Observed nodes are drawn at random
+Truths are fresh draws of each law at N = 64 (``pdediff.physics.sources.draw``'s unseen stream; Darcy's
+coefficients from ``pdediff.physics.coefficients``), solved exactly. Observed nodes are drawn at random
 per sample (seeded), the same for every method: phi among all nodes (its ring then observes g,
 which is not given), rho and a among the nodes where they act, u among the interior (Darcy's g
 is the law's zero). Errors are the relative L2 of the posterior mean over the whole field,
@@ -39,7 +39,8 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks import record_command, results_dir
-from pdediff.atomic import atomic_path, write_text
+from pdediff.data.atomic import write_text
+from pdediff.tools.plotting import save_figure
 
 
 #: Poisson tasks of the main block: (source law, boundary law, observed field, share).
@@ -71,17 +72,17 @@ def mask_of(count: int, n: int, share: float | None, where: np.ndarray, seed: in
 
 
 def poisson_truth(law: str, boundary: str, count: int, seed: int, n: int = 64):
-    from pdediff.problems import Poisson
-    from pdediff.sources import draw
+    from pdediff.physics.problems import Poisson
+    from pdediff.physics.sources import draw
 
     rho, g = draw(n, count, source=law, boundary=boundary, seed=seed)
     return {"rho": rho, "g": g, "phi": Poisson().fast_solve(rho, g)}
 
 
 def darcy_truth(count: int, seed: int, n: int = 64, law: str = "threshold"):
-    from pdediff.coefficients import get_coefficient
-    from pdediff.problems import Darcy
-    from pdediff.problems.base import Grid
+    from pdediff.physics.coefficients import get_coefficient
+    from pdediff.physics.problems import Darcy
+    from pdediff.physics.problems.base import Grid
 
     a = get_coefficient(law).sample(Grid(n), [np.random.default_rng([seed, 9_999, k, 2]) for k in range(count)])
     return {"a": a, "u": Darcy().reference_solve(a)}
@@ -112,7 +113,7 @@ def score(ds, truth: dict, masks: dict, fields: tuple) -> dict:
 
 
 def poisson_case(solver, law, boundary, field, share, count, seed, samples, methods, steps=None):
-    from pdediff.problems.base import boundary_mask
+    from pdediff.physics.problems.base import boundary_mask
 
     n = 64
     truth = poisson_truth(law, boundary, count, seed)
@@ -179,7 +180,7 @@ def block_nfe(args) -> dict:
 
 
 def darcy_case(solver, field: str, share: float, args, methods=("gaussian", "diffusion")) -> dict:
-    from pdediff.problems.base import boundary_mask
+    from pdediff.physics.problems.base import boundary_mask
 
     n = 64
     truth = darcy_truth(args.count, args.seed)
@@ -216,7 +217,7 @@ def block_calibration(args) -> dict:
     from scipy.stats import norm
 
     import pdediff
-    from pdediff.problems.base import boundary_mask
+    from pdediff.physics.problems.base import boundary_mask
 
     solver = pdediff.load_solver("poisson-joint")
     n = 64
@@ -283,9 +284,7 @@ def draw_calibration(path: Path, curve: dict) -> None:
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    with atomic_path(path, suffix=".png") as tmp:
-        fig.savefig(tmp, dpi=100)
-    plt.close(fig)
+    save_figure(fig, path, dpi=100)
 
 
 def draw_gallery(path: Path, gallery) -> None:
@@ -316,9 +315,7 @@ def draw_gallery(path: Path, gallery) -> None:
                 ax.set_yticks([])
                 fig.colorbar(im, ax=ax, fraction=0.046)
     fig.tight_layout()
-    with atomic_path(path, suffix=".png") as tmp:
-        fig.savefig(tmp, dpi=80)
-    plt.close(fig)
+    save_figure(fig, path, dpi=80)
 
 
 def main(argv=None) -> int:

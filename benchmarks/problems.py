@@ -30,12 +30,13 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks import record_command, results_dir
-from pdediff import atomic, metrics
-from pdediff.cases import Case
-from pdediff.coefficients import LogNormalField, ThresholdField
+from pdediff.data import atomic
+from pdediff.physics import metrics
+from pdediff.data.cases import Case
+from pdediff.physics.coefficients import LogNormalField, ThresholdField
 from pdediff.data import load_arrays
-from pdediff.plotting import plot_rows
-from pdediff.problems import Grid
+from pdediff.tools.plotting import plot_rows
+from pdediff.physics.problems import Grid
 
 def fno_peer_path() -> Path:
     """The FNO peer's default file: the export of the fno_peer block (benchmarks.fno_peer)."""
@@ -75,7 +76,7 @@ def darcy_cases(problem, n: int, count: int, data: str | None) -> dict[str, dict
 
 def source_cases(problem, n: int, count: int, data: str | None) -> dict[str, dict]:
     """A source and Dirichlet data: the test split, the default problem's unseen source families
-    (``pdediff.cases``), and the test law on twice the grid."""
+    (``pdediff.data.cases``), and the test law on twice the grid."""
     def fresh(source, size=n, k=count, seed=0):
         return Case(source, "zero,smooth").draw(k, seed, problem=problem, n=size)
 
@@ -167,7 +168,7 @@ def block(model: str, problem_name: str, data: str | None, count: int, fno: str 
         "SciPy LU per sample", f"{method or 'iterative'} to 1e-8 (incl. set-up)"]
     setup, forget = None, lambda: None
     if problem.name == "darcy":
-        from pdediff.problems.darcy import amg_preconditioner, clear_amg_cache
+        from pdediff.physics.problems.darcy import amg_preconditioner, clear_amg_cache
 
         setup, forget = amg_preconditioner, clear_amg_cache
         columns.append("of which AMG set-up")

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
-from pdediff import metrics
+from pdediff.physics import metrics
 from benchmarks import record_command, results_dir
-from pdediff.atomic import write_text
+from pdediff.data.atomic import write_text
 
 
 

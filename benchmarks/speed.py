@@ -26,12 +26,11 @@ import statistics
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
-from pdediff import metrics
+from pdediff.physics import metrics
 from benchmarks import record_command, results_dir
-from pdediff.atomic import write_text
+from pdediff.data.atomic import write_text
 
 
 
@@ -73,7 +72,7 @@ def settings(solver, fields: dict) -> dict:
 
 def network_settings(solver, fields: dict, compile_it: bool) -> tuple[dict, float | None]:
     """The denoiser alone on one batch of 64: no_grad against inference_mode (and compiled)."""
-    from pdediff.conditioning import encode
+    from pdediff.learning.conditioning import encode
 
     batch = {k: torch.as_tensor(v[:64], dtype=solver.dtype) for k, v in fields.items()}
     cond, _ = encode(solver.problem, solver.norm, batch)
@@ -126,7 +125,7 @@ def main(argv=None) -> int:
         p.exit(2, f"benchmarks.speed: error: --samples={args.samples} and --rounds={args.rounds}; expected "
                   "integers >= 1\n")
     import pdediff
-    from pdediff.cases import CASES
+    from pdediff.data.cases import CASES
 
     solver = pdediff.load_solver()
     case = next(c for c in CASES[solver.problem.name].values() if c.test_split)

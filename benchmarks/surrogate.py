@@ -37,10 +37,10 @@ import scipy.sparse.linalg as spla
 import torch
 
 from benchmarks import record_command, results_dir
-from pdediff import metrics
-from pdediff.atomic import atomic_path, write_text
-from pdediff.cases import cases_for, grid_options
-from pdediff.plotting import plot_rows
+from pdediff.physics import metrics
+from pdediff.data.atomic import atomic_path, write_text
+from pdediff.data.cases import cases_for, grid_options
+from pdediff.tools.plotting import plot_rows, save_figure
 
 NFES = (1, 2, 4, 8, 18, 35)
 
@@ -51,7 +51,7 @@ def steps_for(sampler: str, nfe: int) -> int:
 
 
 def cases(solver, data: str | None, samples: int, seed: int):
-    """(name, fields, ref) for each case of the solver's problem (``pdediff.cases.CASES``): the
+    """(name, fields, ref) for each case of the solver's problem (``pdediff.data.cases.CASES``): the
     test split (``data``, or fresh draws of its families), source families never seen in
     training, rough fields (white noise to 1/f; in the shipped model's training mixture), a finer
     grid (a quarter of the samples)."""
@@ -251,9 +251,7 @@ def figures(acc_rows, time_rows, gallery, out: Path) -> None:
         ax.grid(True, which="both", alpha=0.3)
     axes[0, 0].set_ylabel("relative L2 error")
     axes[0, 0].legend()
-    with atomic_path(out / "error_vs_nfe.png", suffix=".png") as tmp:
-        fig.savefig(tmp, dpi=100)
-    plt.close(fig)
+    save_figure(fig, out / "error_vs_nfe.png", dpi=100)
 
     fig, ax = plt.subplots(figsize=(5.5, 4), constrained_layout=True)
     big = max(r["batch"] for r in time_rows)
@@ -265,9 +263,7 @@ def figures(acc_rows, time_rows, gallery, out: Path) -> None:
     ax.set_ylabel(f"seconds per sample (batch {big})")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
-    with atomic_path(out / "time_vs_n.png", suffix=".png") as tmp:
-        fig.savefig(tmp, dpi=100)
-    plt.close(fig)
+    save_figure(fig, out / "time_vs_n.png", dpi=100)
 
     plot_rows(out / "gallery.png", gallery, "pdediff (the model's default sampling) against SciPy")
 
@@ -298,7 +294,7 @@ def main(argv=None) -> int:
         if min(nfes + sizes + batches + [args.samples, args.seeds]) < 1 or args.polish < 0 or args.amg < 0 or args.guidance < 0:
             raise ValueError("--nfe, --sizes, --batches, --samples and --seeds take positive integers; "
                              "--polish, --amg and --guidance non-negative numbers")
-        from pdediff.samplers import SAMPLERS
+        from pdediff.maths.samplers import SAMPLERS
 
         unknown = [s for s in args.samplers.split(",") if s not in SAMPLERS]
         if unknown:

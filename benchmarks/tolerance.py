@@ -27,10 +27,12 @@ import numpy as np
 
 from benchmarks import record_command, results_dir
 from benchmarks.problems import timed
-from pdediff import AccuracyWarning, atomic, metrics
-from pdediff.atomic import atomic_path
-from pdediff.cases import Case
+from pdediff import AccuracyWarning
+from pdediff.data import atomic
+from pdediff.physics import metrics
+from pdediff.data.cases import Case
 from pdediff.solver import SolveInfo
+from pdediff.tools.plotting import save_figure
 
 FAMILIES = {  # name: source family (a comma list is a mixture)
     "test law (blobs, grf)": "blobs,grf",
@@ -105,9 +107,7 @@ def figure(scatter: dict, path) -> None:
     ax.set(xscale="log", yscale="log", xlim=(lo, hi), ylim=(lo, hi), xlabel="true relative L2 error",
            ylabel="estimated error (info.error_estimate)", title="error estimate against true error")
     ax.legend(fontsize=8)
-    with atomic_path(path, suffix=".png") as tmp:
-        fig.savefig(tmp, dpi=90)
-    plt.close(fig)
+    save_figure(fig, path, dpi=90)
 
 
 def main(argv=None) -> int:

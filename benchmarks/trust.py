@@ -31,7 +31,9 @@ from pathlib import Path
 
 import numpy as np
 
-from pdediff import AccuracyWarning, metrics
+from pdediff import AccuracyWarning
+from pdediff.physics import metrics
+from pdediff.tools.plotting import save_figure
 from benchmarks import record_command, results_dir, write_report
 
 FAMILIES = ("deltas", "lines", "waves")
@@ -45,8 +47,8 @@ def test_pairs(path: str, count: int, fields) -> dict[str, np.ndarray]:
 
 
 def poisson_pairs(n: int, count: int, data: str) -> dict[str, dict[str, np.ndarray]]:
-    from pdediff.problems import get_problem
-    from pdediff.sources import draw
+    from pdediff.physics.problems import get_problem
+    from pdediff.physics.sources import draw
 
     problem = get_problem("poisson")
     pairs = {"test": test_pairs(data, count, ("rho", "g", "phi"))}
@@ -57,9 +59,9 @@ def poisson_pairs(n: int, count: int, data: str) -> dict[str, dict[str, np.ndarr
 
 
 def darcy_pairs(n: int, count: int, data: str) -> dict[str, dict[str, np.ndarray]]:
-    from pdediff.coefficients import get_coefficient
-    from pdediff.problems import get_problem
-    from pdediff.problems.base import Grid
+    from pdediff.physics.coefficients import get_coefficient
+    from pdediff.physics.problems import get_problem
+    from pdediff.physics.problems.base import Grid
 
     problem = get_problem("darcy")
     pairs = {"test": test_pairs(data, count, ("a", "f", "g", "u"))}
@@ -84,7 +86,7 @@ def forward_scores(solver, pairs: dict) -> dict[str, dict[str, list[float]]]:
 
 def likelihood_scores(solver, pairs: dict, steps: int, probes: int) -> dict[str, dict]:
     """log p (nats) and bits per dimension of every pair under a joint model."""
-    from pdediff.conditioning import unknown_nodes
+    from pdediff.learning.conditioning import unknown_nodes
 
     joint = solver.config.model.joint
     names = [*joint, *(k for k in solver.problem.condition_fields if k not in joint)]
@@ -144,8 +146,7 @@ def figure(path: Path, groups: dict) -> None:
         if label.startswith("error") or label.startswith("energy"):
             ax.set_yscale("log")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path, dpi=110)
 
 
 def main(argv=None) -> int:

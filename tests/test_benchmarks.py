@@ -7,10 +7,10 @@ import pytest
 import xarray as xr
 
 from benchmarks.surrogate import main, steps_for
-from pdediff.checkpoint import load_checkpoint
+from pdediff.data.checkpoint import load_checkpoint
 from pdediff.data import load_arrays
-from pdediff.config import Config
-from pdediff.training import train
+from pdediff.learning.config import Config
+from pdediff.tools.training import train
 
 
 def tiny_checkpoint(dataset, out, precond="edm", valid=False):
@@ -113,8 +113,8 @@ def test_problem_block_with_the_fno_peer(tmp_path, png_pixels):
     exported by benchmarks.fno_peer), every case's row, and the timing table."""
     from benchmarks import fno_peer
     from benchmarks.problems import main as problems_main
-    from pdediff.generate import generate_dataset, make_card
-    from pdediff.metrics import relative_l2
+    from pdediff.data.generate import generate_dataset, make_card
+    from pdediff.physics.metrics import relative_l2
 
     data = tmp_path / "darcy17"
     generate_dataset(data, make_card("darcy", 17, 24, seed=2, valid_count=4, test_count=4))
@@ -297,7 +297,7 @@ def test_evaluate_prints_the_error_of_a_split(tiny_dataset, tmp_path, capsys):
     assert "(3 samples" in out
     import re
 
-    from pdediff.metrics import relative_l2
+    from pdediff.physics.metrics import relative_l2
     from pdediff.solver import load_solver
 
     solver = load_solver(str(ckpt))
@@ -346,7 +346,7 @@ def test_an_fno_checkpoint_loads_its_complex_weights_whole(tiny_dataset, tmp_pat
     import torch
 
     from pdediff.solver import load_solver
-    from pdediff.training import export_checkpoint, load_checkpoint
+    from pdediff.tools.training import export_checkpoint, load_checkpoint
 
     c = Config(name="f")
     c.data.train = [str(tiny_dataset / "train.h5")]
@@ -368,10 +368,10 @@ def test_cfg_benchmark_reports_the_unguided_error_at_w_zero(tiny_dataset, tmp_pa
     import json
 
     from benchmarks import cfg
-    from pdediff import metrics
+    from pdediff.physics import metrics
     from pdediff.data import load_arrays
     from pdediff.solver import Solver
-    from pdediff.training import train
+    from pdediff.tools.training import train
     from test_training import tiny_config
 
     c = tiny_config(tiny_dataset, steps=4)

@@ -15,7 +15,7 @@ def test_yaml_json_round_trip():
 
 
 def test_shipped_configs_load(repo_root):
-    for path in sorted((repo_root / "configs").glob("*.yaml")):
+    for path in sorted((repo_root / "configs").rglob("*.yaml")):
         c = Config.load(path)
         assert Config.from_yaml(c.to_yaml()) == c
 

@@ -2,7 +2,7 @@
 # Generate the data and train the joint models on one GPU lease, in parallel: poisson64-joint,
 # its x0-preconditioned twin (the preconditioning measured), and darcy64-joint. Each run gets
 # the seconds left until BUDGET (train.py --seconds) and exports its EMA weights to OUT.
-# Usage: OUT=DIR BUDGET=SECONDS PY=python3 bash configs/joint-lease.sh
+# Usage: OUT=DIR BUDGET=SECONDS PY=python3 bash configs/experiments/joint-lease.sh
 # POISSON and DARCY name the configs trained on each dataset (the defaults below); the second
 # lease trained POISSON="poisson64-joint-obs poisson64-joint-obs-x0" DARCY=darcy64-joint-obs
 # with the first lease's exports in runs/lease/ (their train.init).
@@ -23,8 +23,9 @@ gp=$!
 $PY generate_data.py --problem darcy --n 64 --count 10000 --valid-count 500 --test-count 500 \
     --out datasets/darcy64 --workers 11 --quiet --overwrite > "$OUT/gen-darcy.log" 2>&1 &
 gd=$!
-train() {  # config name
-    $PY train.py --config "configs/$1.yaml" --out "runs/$1" --overwrite --seconds "$(left)" --no-progress \
+train() {  # config name: configs/NAME.yaml, or configs/experiments/NAME.yaml
+    cfg="configs/$1.yaml"; [ -f "$cfg" ] || cfg="configs/experiments/$1.yaml"
+    $PY train.py --config "$cfg" --out "runs/$1" --overwrite --seconds "$(left)" --no-progress \
         --export "$OUT/$1.safetensors" > "$OUT/$1.log" 2>&1
     cp "runs/$1/metrics.jsonl" "$OUT/$1.metrics.jsonl" 2>/dev/null
 }

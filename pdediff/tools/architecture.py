@@ -64,7 +64,8 @@ def imports(path: Path) -> list[str]:
             out += [a.name for a in node.names if a.name.split(".")[0] == "pdediff"]
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
             if node.module == "pdediff":  # from pdediff import x: x a module or a root name
-                out += [f"pdediff.{a.name}" if f"pdediff.{a.name}" in modules() else "pdediff" for a in node.names]
+                out += [f"pdediff.{pdediff.MOVED.get(a.name, a.name)}" if a.name in pdediff.MOVED
+                        or f"pdediff.{a.name}" in modules() else "pdediff" for a in node.names]
             elif node.module.split(".")[0] == "pdediff":
                 out.append(node.module)
     return out

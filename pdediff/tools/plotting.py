@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 from pdediff.data.atomic import atomic_path
@@ -38,6 +40,14 @@ def plot_rows(path, rows, title: str = "", names: tuple[str, str] = ("rho (sourc
         axes[r, 0].set_ylabel(f"{label}\ny" if label else "y", fontsize=10)
     if title:
         fig.suptitle(title)
-    with atomic_path(path, suffix=".png") as tmp:
-        fig.savefig(tmp, dpi=90)
+    save_figure(fig, path, dpi=90)
+
+
+def save_figure(fig, path, dpi: int = 100) -> None:
+    """Write a matplotlib figure to ``path`` atomically (a temporary name, then renamed; the
+    format from the suffix) and close it."""
+    import matplotlib.pyplot as plt
+
+    with atomic_path(path, suffix=Path(path).suffix or ".png") as tmp:
+        fig.savefig(tmp, dpi=dpi)
     plt.close(fig)

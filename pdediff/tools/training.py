@@ -21,7 +21,8 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from pdediff import __version__, metrics
+from pdediff import __version__
+from pdediff.physics import metrics
 from pdediff.data.atomic import write_text
 from pdediff.data.checkpoint import group, load_checkpoint, prefixed, read_metadata, save_checkpoint
 from pdediff.learning.conditioning import (Normalisation, encode, encode_solution, fit_joint_normalisation, fit_normalisation,
