@@ -32,6 +32,7 @@ from pdediff.data import atomic
 from pdediff.physics import metrics
 from pdediff.data.cases import Case
 from pdediff.solver import SolveInfo
+from pdediff.solver.solve import estimate_error
 from pdediff.tools.plotting import save_figure
 
 FAMILIES = {  # name: source family (a comma list is a mixture)
@@ -76,7 +77,7 @@ def run(model: str | None, count: int, seed: int = 2026):
             cells[f"polish iterations to {tol:g}"] = float(np.mean(info_tol.polish_iterations))
             zero_info = SolveInfo()
             batch = {f: fields[f] for f in names}
-            _, t = timed(lambda: solver._estimate(np.zeros_like(ref), batch, tol, zero_info))
+            _, t = timed(lambda: estimate_error(solver, np.zeros_like(ref), batch, tol, zero_info))
             cells[f"classical from zero to {tol:g}"] = t / count
         if problem.fast_solve is not None:
             _, t = timed(lambda: problem.fast_solve(**fields))

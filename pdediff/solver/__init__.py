@@ -81,10 +81,6 @@ class Solver:
     log_likelihood = _likelihood.log_likelihood
     energy = _energy.energy
 
-    def _estimate(self, out, batch, tol, info):
-        """Each sample's error estimate and, with ``tol``, polish (:func:`pdediff.solver.solve.estimate_error`)."""
-        return _solve.estimate_error(self, out, batch, tol, info)
-
     @classmethod
     def from_checkpoint(cls, path, device="cpu", weights: str = "ema", name: str | None = None) -> "Solver":
         """A solver of the checkpoint at ``path`` (see :func:`pdediff.learning.model.load_denoiser`)."""
