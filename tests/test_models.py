@@ -47,3 +47,18 @@ def test_front_matter():
     assert split_front_matter("# no front matter\n") == ({}, "# no front matter\n")
     with pytest.raises(ValueError, match="front matter is list"):
         split_front_matter("---\n- a\n---\nbody\n")
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_the_cards_python_blocks_run(name, tmp_path, monkeypatch):
+    """Each card's example runs as written (in a scratch folder), and what it asserts holds."""
+    import re
+    import warnings
+
+    blocks = re.findall(r"^```python\n(.*?)^```$", (FOLDER / f"{name}.md").read_text(), flags=re.S | re.M)
+    assert blocks, f"the card of {name!r} has no python example"
+    monkeypatch.chdir(tmp_path)
+    for k, block in enumerate(blocks):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", pdediff.AccuracyWarning)  # the examples are on the model's own law
+            exec(compile(block, f"pdediff/models/{name}.md:{k}", "exec"), {})
