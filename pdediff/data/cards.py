@@ -539,6 +539,18 @@ class ExternalCard:
             raise ValueError(f"{path}: not a valid YAML dataset card ({type(exc).__name__}: {exc})") from None
         return cls.from_dict(data, path)
 
+    def check(self) -> "ExternalCard":
+        """Check the card against every one of its files (keys, shapes, axis order, indices,
+        attributes, agreement between files); return the card.
+
+        Raises:
+            ValueError: naming the card, the key and what was found.
+        """
+        from pdediff.data.dataset import inspect_card
+
+        inspect_card(self)
+        return self
+
     def with_path(self, path: str | os.PathLike) -> "ExternalCard":
         return dataclasses.replace(self, path=Path(path))
 
