@@ -82,8 +82,10 @@ def test_describe_refuses_what_it_cannot_read(tmp_path):
 
 def test_the_cli_writes_the_draft(tmp_path):
     _pdebench_darcy(tmp_path / "darcy.h5")
+    (tmp_path / "cards").mkdir()
     done = subprocess.run([sys.executable, "-m", "pdediff.data.draft", str(tmp_path / "darcy.h5"), "--out",
-                           str(tmp_path / "card.yaml")], capture_output=True, text=True)
+                           str(tmp_path / "cards" / "card.yaml")], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
-    assert ExternalCard.load(tmp_path / "card.yaml").check().solution_field == "tensor"
+    card = ExternalCard.load(tmp_path / "cards" / "card.yaml")  # in another folder than the file
+    assert card.files == "../darcy.h5" and card.check().solution_field == "tensor"
     assert pdediff.data.describe is describe

@@ -39,13 +39,9 @@ def _coordinate_axis(name: str) -> str | None:
     return None if m is None else (m["axis"] or m["axis2"]).lower()
 
 
-def draft_card(path: str | Path) -> tuple[dict, list[str]]:
-    """A draft card for the HDF5 file ``path`` and the notes on what it guessed or could not read.
-
-    Raises:
-        ValueError: a file that is not HDF5, or one with no array of 3 or more dimensions.
-    """
-    path = Path(path)
+def _contents(path: Path) -> tuple[list, dict, list[str], dict[str, np.ndarray]]:
+    """One read of the file: its arrays (key, shape, dtype), root attributes, top-level groups,
+    and the first two values of every 1-D array named like a coordinate."""
     try:
         f = h5py.File(path, "r")
     except OSError as exc:
@@ -54,6 +50,21 @@ def draft_card(path: str | Path) -> tuple[dict, list[str]]:
         arrays = _arrays(f)
         attrs = {k: f.attrs[k] for k in f.attrs}
         groups = [k for k in f if isinstance(f[k], h5py.Group)]
+        starts = {k: np.asarray(f[k][:2], dtype=float) for k, s, _ in arrays if len(s) == 1 and _coordinate_axis(k)}
+    return arrays, attrs, groups, starts
+
+
+def draft_card(path: str | Path) -> tuple[dict, list[str]]:
+    """A draft card for the HDF5 file ``path`` and the notes on what it guessed or could not read.
+
+    Raises:
+        ValueError: a file that is not HDF5, or one with no array of 3 or more dimensions.
+    """
+    return _draft(Path(path), _contents(Path(path)))
+
+
+def _draft(path: Path, contents) -> tuple[dict, list[str]]:
+    arrays, attrs, groups, starts = contents
     notes = []
     big = [(k, s) for k, s, _ in arrays if len(s) >= 3]
     if not big:
@@ -97,8 +108,7 @@ def draft_card(path: str | Path) -> tuple[dict, list[str]]:
             spec["kind"] = "coefficient"
     grid: dict = {"kind": "node"}
     if "x" in coords and "y" in coords:
-        with h5py.File(path, "r") as f:
-            x = np.asarray(f[coords["x"][0]][()], dtype=float)
+        x = starts[coords["x"][0]]
         grid = {"kind": "cell" if len(x) > 1 and abs(x[0] - (x[1] - x[0]) / 2) < 1e-6 * max(1.0, abs(x[1])) else "node",
                 "x": coords["x"][0], "y": coords["y"][0]}
     else:
@@ -123,11 +133,10 @@ def describe(path: str | Path, *, file=None) -> dict:
     Raises:
         ValueError: a file that is not HDF5, or one with no array of 3 or more dimensions.
     """
-    card, notes = draft_card(path)
+    contents = _contents(Path(path))
+    card, notes = _draft(Path(path), contents)
+    arrays, attrs = contents[:2]
     out = file if file is not None else sys.stdout
-    with h5py.File(path, "r") as f:
-        arrays = _arrays(f)
-        attrs = {k: f.attrs[k] for k in f.attrs}
     print(f"# {path}: {len(arrays)} arrays", file=out)
     for key, shape, dtype in arrays[:60]:
         print(f"#   {key:40s} {str(shape):24s} {dtype}", file=out)
@@ -152,8 +161,12 @@ def main(argv=None) -> int:
     except ValueError as exc:
         p.exit(2, f"describe: error: {exc}\n")
     if args.out:
+        import os
+
         from pdediff.data.atomic import write_text
 
+        # a card's files resolve against the card's folder
+        card["files"] = os.path.relpath(Path(args.file).resolve(), Path(args.out).resolve().parent)
         write_text(args.out, yaml.safe_dump(card, sort_keys=False, default_flow_style=None))
     return 0
 

@@ -78,8 +78,8 @@ def model_card(name: str | None, config, dataset_card: dict) -> ModelCard:
     checkpoint a short one made from its config and dataset card."""
     path = FOLDER / f"{name}.md" if name in MODELS else None
     if path is not None and path.is_file():
-        meta, _ = split_front_matter(path.read_text())
-        return ModelCard(dataset_card, path.read_text(), meta)
+        text = path.read_text()
+        return ModelCard(dataset_card, text, split_front_matter(text)[0])
     m = config.model
     lines = [f"# {config.name or 'model'} (no model card)", "",
              f"A {m.network} score model of problem {dataset_card.get('problem', config.data.problem)!r}"

@@ -56,8 +56,9 @@ def layer_of(module: str) -> str | None:
     return parts[1] if len(parts) > 1 else None
 
 
-def imports(path: Path) -> list[str]:
-    """The pdediff modules a file imports, anywhere in it (function-level imports included)."""
+def imports(path: Path, known: set[str] | dict) -> list[str]:
+    """The pdediff modules a file imports, anywhere in it (function-level imports included);
+    ``known``: the package's module names (:func:`modules`)."""
     out = []
     for node in ast.walk(ast.parse(path.read_text(), str(path))):
         if isinstance(node, ast.Import):
@@ -65,7 +66,7 @@ def imports(path: Path) -> list[str]:
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
             if node.module == "pdediff":  # from pdediff import x: x a module or a root name
                 out += [f"pdediff.{pdediff.MOVED.get(a.name, a.name)}" if a.name in pdediff.MOVED
-                        or f"pdediff.{a.name}" in modules() else "pdediff" for a in node.names]
+                        or f"pdediff.{a.name}" in known else "pdediff" for a in node.names]
             elif node.module.split(".")[0] == "pdediff":
                 out.append(node.module)
     return out
@@ -74,9 +75,10 @@ def imports(path: Path) -> list[str]:
 def edges() -> Counter:
     """(importing layer, imported layer) -> number of imports, between different layers."""
     count: Counter = Counter()
-    for name, path in modules().items():
+    mods = modules()
+    for name, path in mods.items():
         src = layer_of(name)
-        for target in imports(path):
+        for target in imports(path, mods):
             dst = layer_of(target)
             if src is not None and dst is not None and src != dst:
                 count[src, dst] += 1
@@ -86,9 +88,10 @@ def edges() -> Counter:
 def upward_imports() -> list[str]:
     """Every import of a higher layer by a lower one, as ``module -> imported``."""
     bad = []
-    for name, path in modules().items():
+    mods = modules()
+    for name, path in mods.items():
         src = layer_of(name)
-        for target in imports(path):
+        for target in imports(path, mods):
             dst = layer_of(target)
             if src is None and dst is not None and name == "pdediff":
                 continue  # the root's lazy load_solver and the aliases of the old flat names
