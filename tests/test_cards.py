@@ -330,7 +330,7 @@ def test_card_not_fitting_its_files(single):
      r"found \['sample', 'y', 'z'\]"),
     ({"fields": {"u": {"key": "tensor", "role": "solution", "index": [0, None]}}}, "fields.u.index", "found"),
     ({"fields": {"a": {"key": "nu", "role": "solution"}, "u": {"key": "tensor", "role": "solution"}}}, "fields",
-     r"found 2 field\(s\) with role: solution"),
+     r"found solution\(s\) \[.a., .u.\] and state\(s\) \[\] for problem"),
     ({"constants": {"f": {"attribute": "beta", "value": 1.0}}}, "constants.f", "expected exactly one of"),
     ({"constants": {"u": {"value": 1.0}}}, "constants", "named both as fields and as constants"),
     ({"grid": {"kind": "edge"}}, "grid.kind", "found 'edge'"),

@@ -106,16 +106,24 @@ class DatasetCard:
 
 # ---------------------------------------------------------------------------- external cards
 #: Roles a field plays for the model, and the kinds a problem-aware integrator may read.
-CARD_ROLES = ("condition", "solution")
+#: ``state``: a field of a time-dependent card that the model evolves (input at t, output at t + k dt).
+CARD_ROLES = ("condition", "solution", "state")
 CARD_KINDS = ("coefficient", "source", "dirichlet")
 AXES = ("sample", "y", "x")  # pdediff's own axis order
+#: Every axis a card may name: ``time`` for time-dependent fields (pdediff's order).
+ALL_AXES = ("sample", "time", "y", "x")
+#: How the files hold samples: ``arrays``, one array per field with a sample axis; ``groups``,
+#: one HDF5 group per sample (PDEBench's ``"0000"``, ``"0001"``...), field keys within a group.
+LAYOUTS = ("arrays", "groups")
 GRID_KINDS = ("node", "cell")
 CARD_SUFFIXES = (".yaml", ".yml", ".json")
 EXTERNAL_FORMAT = "pdediff-external-card/1"
-_CARD_KEYS = ("files", "problem", "params", "fields", "constants", "grid", "splits", "note", "source")
+_CARD_KEYS = ("files", "problem", "params", "fields", "constants", "grid", "splits", "note", "source", "layout",
+              "groups", "time")
 _FIELD_KEYS = ("key", "role", "axes", "index", "kind")
-_CONSTANT_KEYS = ("attribute", "value", "role", "kind")
-_GRID_KEYS = ("kind", "spacing", "x", "y")
+_CONSTANT_KEYS = ("attribute", "value", "key", "role", "kind")
+_GRID_KEYS = ("kind", "spacing", "x", "y", "periodic")
+_TIME_KEYS = ("key", "dt", "step", "history")
 
 
 class _CardError(ValueError):
@@ -182,7 +190,9 @@ def _choice(where, key: str, value, choices) -> str:
 @dataclass(frozen=True)
 class CardField:
     """A field stored in the files: ``key`` read, ``index`` taken along extra axes, the rest
-    transposed from ``axes`` (the stored order of ``sample``, ``y``, ``x``) to pdediff's."""
+    transposed from ``axes`` (the stored order of ``sample``, ``y``, ``x`` and, for a
+    time-dependent field, ``time``) to pdediff's ``[sample, (time,) y, x]``. In a ``groups``
+    layout the group is the sample, so ``axes`` has no ``sample``."""
 
     name: str
     key: str
@@ -193,8 +203,13 @@ class CardField:
 
     @property
     def ndim(self) -> int:
-        """Dimensions of the stored dataset: three plus one per indexed axis."""
-        return 3 + len(self.index)
+        """Dimensions of the stored dataset: the kept axes plus one per indexed axis."""
+        return len(self.axes) + len(self.index)
+
+    @property
+    def timed(self) -> bool:
+        """Whether the field has a time axis."""
+        return "time" in self.axes
 
     @classmethod
     def parse(cls, where, name: str, data) -> "CardField":
@@ -204,27 +219,33 @@ class CardField:
             missing = [k for k in ("key", "role") if k not in data]
             raise _fail(where, key, f"missing {missing}; expected an HDF5 dataset name and a role")
         axes = data.get("axes", list(AXES))
-        if not isinstance(axes, (list, tuple)) or sorted(map(str, axes)) != sorted(AXES):
-            raise _fail(where, f"{key}.axes", f"found {axes!r}; expected the stored order of {list(AXES)}, "
-                        "e.g. [sample, y, x] or [sample, x, y]")
+        if (not isinstance(axes, (list, tuple)) or len(set(map(str, axes))) != len(axes)
+                or not {"y", "x"} <= set(map(str, axes)) or not set(map(str, axes)) <= set(ALL_AXES)):
+            raise _fail(where, f"{key}.axes", f"found {axes!r}; expected the stored order of {list(AXES)} "
+                        "(plus time for a time-dependent field), e.g. [sample, y, x], [sample, x, y] or "
+                        "[sample, time, x, y]")
+        role = _choice(where, f"{key}.role", data["role"], CARD_ROLES)
+        if role == "state" and "time" not in axes:
+            raise _fail(where, f"{key}.axes", f"found {list(axes)!r} for a field of role state; expected a time "
+                        "axis (a state is evolved in time)")
         return cls(
             name=name,
             key=_text(where, f"{key}.key", data["key"]),
-            role=_choice(where, f"{key}.role", data["role"], CARD_ROLES),
+            role=role,
             axes=tuple(axes),
-            index=cls._parse_index(where, f"{key}.index", data.get("index")),
+            index=cls._parse_index(where, f"{key}.index", data.get("index"), len(axes)),
             kind=None if data.get("kind") is None else _choice(where, f"{key}.kind", data["kind"], CARD_KINDS),
         )
 
     @staticmethod
-    def _parse_index(where, key: str, index) -> tuple[tuple[int, int], ...]:
-        """``{axis: i}`` (JSON: string axes) or a list with ``null`` at the three kept axes."""
+    def _parse_index(where, key: str, index, kept: int = 3) -> tuple[tuple[int, int], ...]:
+        """``{axis: i}`` (JSON: string axes) or a list with ``null`` at the ``kept`` axes."""
         if index is None:
             return ()
         if isinstance(index, (list, tuple)):
-            if sum(v is None for v in index) != 3:
+            if sum(v is None for v in index) != kept:
                 raise _fail(where, key, f"found {list(index)!r}; a list index holds one entry per stored axis, "
-                            "null at the three kept axes (sample, y, x) and an integer at each extra axis")
+                            f"null at the {kept} kept axes and an integer at each extra axis")
             pairs = [(a, v) for a, v in enumerate(index) if v is not None]
         elif isinstance(index, dict):
             pairs = []
@@ -236,9 +257,9 @@ class CardField:
             raise _fail(where, key, f"found {index!r}; expected a mapping {{axis: index}} or a list")
         for axis, value in pairs:
             _integer(where, f"{key}[{axis!r}]", value)
-            if isinstance(axis, bool) or not isinstance(axis, int) or not 0 <= axis < 3 + len(pairs):
+            if isinstance(axis, bool) or not isinstance(axis, int) or not 0 <= axis < kept + len(pairs):
                 raise _fail(where, key, f"axis {axis!r} is out of range; expected a stored axis in "
-                            f"[0, {3 + len(pairs)}) (three kept axes plus {len(pairs)} indexed)")
+                            f"[0, {kept + len(pairs)}) ({kept} kept axes plus {len(pairs)} indexed)")
         return tuple(sorted(pairs))
 
     def to_dict(self) -> dict:
@@ -252,11 +273,14 @@ class CardField:
 
 @dataclass(frozen=True)
 class CardConstant:
-    """A field constant over each sample: a file attribute (per file) or a literal value."""
+    """A field constant over each sample: a file attribute (per file), a literal value, or a
+    dataset ``key`` holding one number per file (shape ``()``) or per sample (``(S,)``; in a
+    ``groups`` layout, one number in each group), e.g. The Well's ``scalars/NAME``."""
 
     name: str
     attribute: str | None = None
     value: float | None = None
+    key: str | None = None
     role: str = "condition"
     kind: str | None = None
 
@@ -264,9 +288,9 @@ class CardConstant:
     def parse(cls, where, name: str, data) -> "CardConstant":
         key = f"constants.{name}"
         data = _check_keys(where, key, data, _CONSTANT_KEYS)
-        if ("attribute" in data) == ("value" in data):
+        if sum(k in data for k in ("attribute", "value", "key")) != 1:
             raise _fail(where, key, f"found keys {sorted(data)}; expected exactly one of 'attribute' (a file "
-                        "attribute) or 'value' (a number)")
+                        "attribute), 'value' (a number) or 'key' (a dataset of one number per file or sample)")
         role = data.get("role", "condition")
         if role != "condition":
             raise _fail(where, f"{key}.role", f"found {role!r}; a constant can only be a 'condition'")
@@ -274,12 +298,16 @@ class CardConstant:
             name=name,
             attribute=_text(where, f"{key}.attribute", data["attribute"]) if "attribute" in data else None,
             value=_number(where, f"{key}.value", data["value"]) if "value" in data else None,
+            key=_text(where, f"{key}.key", data["key"]) if "key" in data else None,
             role=role,
             kind=None if data.get("kind") is None else _choice(where, f"{key}.kind", data["kind"], CARD_KINDS),
         )
 
     def to_dict(self) -> dict:
-        out = {"attribute": self.attribute} if self.attribute is not None else {"value": self.value}
+        if self.attribute is not None:
+            out = {"attribute": self.attribute}
+        else:
+            out = {"key": self.key} if self.key is not None else {"value": self.value}
         out["role"] = self.role
         if self.kind:
             out["kind"] = self.kind
@@ -290,12 +318,14 @@ class CardConstant:
 class CardGrid:
     """``node``: an N x N grid including the boundary (pdediff's own); ``cell``: N x N cell
     centres, no boundary. Coordinates from the HDF5 keys ``x``/``y``, else from ``spacing``,
-    else the unit square (node: ``j / (N - 1)``, cell: ``(j + 1/2) / N``)."""
+    else the unit square (node: ``j / (N - 1)``, cell: ``(j + 1/2) / N``). ``periodic`` names
+    the axes (``x``, ``y``) on which the fields wrap around: the networks pad them circularly."""
 
     kind: str
     spacing: float | None = None
     x: str | None = None
     y: str | None = None
+    periodic: tuple[str, ...] = ()
 
     @classmethod
     def parse(cls, where, data) -> "CardGrid":
@@ -311,9 +341,16 @@ class CardGrid:
             spacing = _number(where, "grid.spacing", data["spacing"])
             if spacing <= 0:
                 raise _fail(where, "grid.spacing", f"found {spacing!r}; expected a spacing > 0")
+        periodic = data.get("periodic") or []
+        if isinstance(periodic, str):
+            periodic = [periodic]
+        if not isinstance(periodic, (list, tuple)) or not set(periodic) <= {"x", "y"} or len(set(periodic)) != len(periodic):
+            raise _fail(where, "grid.periodic", f"found {periodic!r}; expected a list of the periodic axes among "
+                        "['x', 'y']")
         return cls(kind=_choice(where, "grid.kind", data["kind"], GRID_KINDS), spacing=spacing,
                    x=_text(where, "grid.x", data.get("x"), optional=True),
-                   y=_text(where, "grid.y", data.get("y"), optional=True))
+                   y=_text(where, "grid.y", data.get("y"), optional=True),
+                   periodic=tuple(a for a in ("y", "x") if a in periodic))
 
     def coordinates(self, n: int) -> np.ndarray:
         """Coordinates along one axis when not read from the files."""
@@ -326,7 +363,44 @@ class CardGrid:
             out["spacing"] = self.spacing
         if self.x is not None:
             out.update(x=self.x, y=self.y)
+        if self.periodic:
+            out["periodic"] = list(self.periodic)
         return out
+
+
+@dataclass(frozen=True)
+class CardTime:
+    """The time axis of a time-dependent card: coordinates from dataset ``key`` (one row of
+    times, or one per sample, of which the first is read), else ``dt`` apart; training pairs map
+    the states at ``t`` (and the ``history - 1`` times before it) to the states at
+    ``t + step * dt``."""
+
+    key: str | None = None
+    dt: float | None = None
+    step: int = 1
+    history: int = 1
+
+    @classmethod
+    def parse(cls, where, data) -> "CardTime | None":
+        if data is None:
+            return None
+        data = _check_keys(where, "time", data, _TIME_KEYS)
+        if "key" in data and "dt" in data:
+            raise _fail(where, "time", "found both key and dt; expected one of them (or neither: unit steps)")
+        dt = None
+        if data.get("dt") is not None:
+            dt = _number(where, "time.dt", data["dt"])
+            if dt <= 0:
+                raise _fail(where, "time.dt", f"found {dt!r}; expected a time step > 0")
+        step, history = (_integer(where, f"time.{k}", data.get(k, 1)) for k in ("step", "history"))
+        for k, v in (("step", step), ("history", history)):
+            if v < 1:
+                raise _fail(where, f"time.{k}", f"found {v!r}; expected an integer >= 1")
+        return cls(key=_text(where, "time.key", data.get("key"), optional=True), dt=dt, step=step, history=history)
+
+    def to_dict(self) -> dict:
+        out = {"key": self.key} if self.key is not None else ({"dt": self.dt} if self.dt is not None else {})
+        return {**out, "step": self.step, "history": self.history}
 
 
 @dataclass(frozen=True)
@@ -436,6 +510,9 @@ class ExternalCard:
     splits: CardSplits = CardSplits()
     note: str = ""
     source: str = ""
+    layout: str = "arrays"
+    groups: str = r"\d+"  # groups layout: the names of the sample groups (a regular expression)
+    time: CardTime | None = None
     path: Path | None = field(default=None, compare=False)  # the card file; files are relative to its folder
 
     # ------------------------------------------------------------------ names and roles
@@ -454,12 +531,34 @@ class ExternalCard:
 
     @property
     def solution_field(self) -> str:
-        return next(e.name for e in self.entries if e.role == "solution")
+        """The (first) solution field, or for a time-dependent card the first state."""
+        return next(e.name for e in self.entries if e.role in ("solution", "state"))
+
+    @property
+    def solution_fields(self) -> list[str]:
+        """Every field the model outputs: the solutions, or the states of a time-dependent card."""
+        return [e.name for e in self.entries if e.role in ("solution", "state")]
 
     @property
     def field_names(self) -> list[str]:
-        """Condition fields followed by the solution field (the order readers return them in)."""
-        return [*self.condition_fields, self.solution_field]
+        """Condition fields followed by the solution fields (the order readers return them in)."""
+        return [*self.condition_fields, *self.solution_fields]
+
+    @property
+    def dynamic(self) -> bool:
+        """Whether the card is time-dependent (its fields have a time axis)."""
+        return any(f.timed for f in self.fields)
+
+    @property
+    def classic(self) -> bool:
+        """Whether the steady-problem readers (:class:`pdediff.data.ShardReader`) read this card:
+        HDF5 arrays, one solution, no time axis, no periodic axis. Every card is read by
+        :func:`pdediff.data.external.read_fields`."""
+        from pdediff.data.external import store_kind
+
+        return (self.layout == "arrays" and not self.dynamic and len(self.solution_fields) == 1
+                and not self.grid.periodic and all(c.key is None for c in self.constants)
+                and all(store_kind(p) == "hdf5" for p in self._patterns()))
 
     @property
     def roles(self) -> dict[str, str]:
@@ -502,9 +601,44 @@ class ExternalCard:
         if bad:
             raise _fail(where, "fields", f"names {bad} are not identifiers; expected names such as a, u, f")
         solutions = [e.name for e in (*fields, *constants) if e.role == "solution"]
-        if len(solutions) != 1:
-            raise _fail(where, "fields", f"found {len(solutions)} field(s) with role: solution {solutions}; "
-                        "expected exactly one")
+        states = [e.name for e in fields if e.role == "state"]
+        problem = _text(where, "problem", data.get("problem"), optional=True)
+        if solutions and states:
+            raise _fail(where, "fields", f"found fields of role solution {solutions} and of role state {states}; "
+                        "expected solutions (a steady card) or states (a time-dependent one)")
+        if not solutions and not states:
+            raise _fail(where, "fields", "found no field of role solution or state; expected at least one")
+        if problem is not None and (len(solutions) != 1 or states):
+            raise _fail(where, "fields", f"found solution(s) {solutions} and state(s) {states} for problem "
+                        f"{problem!r}; a built-in problem has exactly one solution field and no time axis")
+        timed = [f.name for f in fields if f.timed]
+        if timed and not states:
+            raise _fail(where, "fields", f"fields {timed} have a time axis but no field has role state; expected "
+                        "the evolved fields as role: state")
+        layout = _choice(where, "layout", data.get("layout", "arrays"), LAYOUTS)
+        for spec in fields:
+            if ("sample" in spec.axes) == (layout == "groups"):
+                raise _fail(where, f"fields.{spec.name}.axes", f"found {list(spec.axes)!r} in layout {layout!r}; "
+                            + ("a group is one sample, so its arrays have no sample axis" if layout == "groups"
+                               else "expected a sample axis"))
+        grid = CardGrid.parse(where, data["grid"])
+        if grid.periodic and (problem is not None or any(e.kind == "dirichlet" for e in (*fields, *constants))):
+            raise _fail(where, "grid.periodic", f"found {list(grid.periodic)!r} on "
+                        + (f"problem {problem!r}" if problem is not None else "a card with Dirichlet data")
+                        + ", whose solution is fixed on a Dirichlet ring; a periodic axis has no boundary ring: "
+                        "drop problem (a data-driven model) or the periodic axes")
+        time = CardTime.parse(where, data.get("time"))
+        if time is not None and not states:
+            raise _fail(where, "time", "found a time section but no field of role state; expected a "
+                        "time-dependent card")
+        groups = data.get("groups", r"\d+")
+        if layout == "groups":
+            import re
+
+            try:
+                re.compile(_text(where, "groups", groups))
+            except re.error as exc:
+                raise _fail(where, "groups", f"found {groups!r}, not a regular expression ({exc})") from None
         for kind in CARD_KINDS:
             of_kind = [e.name for e in (*fields, *constants) if e.kind == kind]
             if len(of_kind) > 1:
@@ -513,8 +647,9 @@ class ExternalCard:
         if not isinstance(params, dict):
             raise _fail(where, "params", f"found {params!r}; expected a mapping")
         return cls(
-            files=files, fields=fields, grid=CardGrid.parse(where, data["grid"]), constants=constants,
-            problem=_text(where, "problem", data.get("problem"), optional=True), params=dict(params),
+            files=files, fields=fields, grid=grid, constants=constants,
+            problem=problem, params=dict(params), layout=layout, groups=groups,
+            time=time if time is not None or not states else CardTime(),
             splits=CardSplits.parse(where, data.get("splits")),
             note=_text(where, "note", data["note"]) if data.get("note") is not None else "",
             source=_text(where, "source", data["source"]) if data.get("source") is not None else "",
@@ -546,9 +681,14 @@ class ExternalCard:
         Raises:
             ValueError: naming the card, the key and what was found.
         """
-        from pdediff.data.dataset import inspect_card
+        if self.classic:
+            from pdediff.data.dataset import inspect_card
 
-        inspect_card(self)
+            inspect_card(self)
+        else:
+            from pdediff.data.external import read_fields
+
+            read_fields(self, split=None, limit=1)
         return self
 
     def with_path(self, path: str | os.PathLike) -> "ExternalCard":
@@ -561,10 +701,15 @@ class ExternalCard:
             out["problem"] = self.problem
         if self.params:
             out["params"] = dict(self.params)
+        if self.layout != "arrays":
+            out["layout"] = self.layout
+            out["groups"] = self.groups
         out["fields"] = {f.name: f.to_dict() for f in self.fields}
         if self.constants:
             out["constants"] = {c.name: c.to_dict() for c in self.constants}
         out["grid"] = self.grid.to_dict()
+        if self.time is not None:
+            out["time"] = self.time.to_dict()
         splits = self.splits.to_dict()
         if splits is not None:
             out["splits"] = splits
@@ -588,6 +733,9 @@ class ExternalCard:
         return atomic.write_text(path, (self.to_json() + "\n") if path.suffix.lower() == ".json" else self.to_yaml())
 
     # ------------------------------------------------------------------ files and splits
+    def _patterns(self) -> tuple[str, ...]:
+        return self.files if isinstance(self.files, tuple) else (self.files,)
+
     def paths(self) -> list[Path]:
         """The files, relative to the card's folder: each glob sorted, in the order listed.
 
@@ -596,12 +744,12 @@ class ExternalCard:
         """
         base = self.path.parent if self.path is not None else Path.cwd()
         out: list[Path] = []
-        for pattern in (self.files if isinstance(self.files, tuple) else (self.files,)):
+        for pattern in self._patterns():
             full = base / os.path.expanduser(pattern)
             if glob.has_magic(str(full)):
-                matches = [Path(p) for p in sorted(glob.glob(str(full))) if Path(p).is_file()]
+                matches = [Path(p) for p in sorted(glob.glob(str(full))) if Path(p).exists()]
             else:
-                matches = [full] if full.is_file() else []
+                matches = [full] if full.exists() else []
             if not matches:
                 raise ValueError(f"{self.name}: files: {pattern!r} matches no file (looked for {str(full)!r}); "
                                  "expected HDF5 files relative to the card's folder")

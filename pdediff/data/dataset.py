@@ -462,6 +462,10 @@ class ShardReader:
             _check_consistent(self.infos)
             self.x = self.y = np.linspace(0.0, 1.0, self.infos[0].n)
         else:
+            if not self.card.classic:
+                raise ValueError(f"{self.card.name}: this card is time-dependent, has several solutions, a "
+                                 "periodic axis, a groups layout, constants by key or non-HDF5 files; read it with "
+                                 "pdediff.data.read_fields and train on it with python -m pdediff.tools.fit")
             self.infos, self.constants, self.x, self.y = inspect_card(self.card)
             self._specs = {spec.name: spec for spec in self.card.fields}
         self.offsets = np.cumsum([0] + [info.count for info in self.infos])
