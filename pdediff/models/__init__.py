@@ -92,7 +92,8 @@ def model_card(name: str | None, config, dataset_card: dict) -> ModelCard:
 
 def load_solver(model=None, *, device="cpu", **params):
     """Load a :class:`pdediff.solver.Solver`: a shipped model by name (a key of :data:`MODELS`;
-    None: the default, :data:`DEFAULT`) or a checkpoint file by path.
+    None: the default, :data:`DEFAULT`) or a checkpoint file by path. A data-driven model
+    (written by ``python -m pdediff.tools.fit``) loads as a :class:`pdediff.solver.fields.FieldSolver`.
 
     ``params`` are problem parameters that the caller expects (e.g. ``k=8.0``); they must equal
     the model's, which it was trained with and cannot change.
@@ -114,6 +115,16 @@ def load_solver(model=None, *, device="cpu", **params):
     else:
         raise ValueError(f"model={model!r} is neither a shipped model (one of {sorted(MODELS)}) nor a checkpoint "
                          f"file path (*.safetensors)")
+    if name is None:
+        from pdediff.data.checkpoint import read_metadata
+
+        if read_metadata(path).get("kind") == "fields":  # a data-driven model (python -m pdediff.tools.fit)
+            from pdediff.solver.fields import FieldSolver
+
+            if params:
+                raise ValueError(f"params {sorted(params)} given for a data-driven model {str(model)!r}; it has no "
+                                 "problem parameters")
+            return FieldSolver.from_checkpoint(path, device=device)
     solver = Solver.from_checkpoint(path, device=device, name=name)
     theirs = solver.problem.params()
     unknown = sorted(set(params) - set(theirs))

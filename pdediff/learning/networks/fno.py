@@ -26,7 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pdediff.learning.networks.layers import EMBEDDINGS, FiLM, NoiseEmbedding, group_norm, network_input, zero_init
+from pdediff.learning.networks.layers import (EMBEDDINGS, FiLM, NoiseEmbedding, check_periodic, group_norm,
+                                              network_input, zero_init)
 
 
 class FourierBlock(nn.Module):
@@ -72,6 +73,8 @@ class FNOScore(nn.Module):
             Fourier layers, as a fraction of the grid size (0 disables it).
         add_coords: append the node coordinates x, y in [0, 1] as two input channels.
         channels: the fields denoised together (1: a forward model's solution).
+        periodic: the axes (``"y"``, ``"x"``) on which the grid wraps around: no domain padding
+            there, so the Fourier layers see the torus as it is.
 
     Raises:
         ValueError: on an invalid configuration.
@@ -91,8 +94,10 @@ class FNOScore(nn.Module):
         domain_padding: float = 0.125,
         add_coords: bool = True,
         channels: int = 1,
+        periodic=(),
     ):
         super().__init__()
+        self.periodic = check_periodic(periodic)
         n_modes = tuple(int(m) for m in n_modes)
         if not isinstance(channels, int) or isinstance(channels, bool) or channels < 1:
             raise ValueError(f"channels={channels!r} must be an integer >= 1 (the fields the network denoises)")
@@ -112,6 +117,8 @@ class FNOScore(nn.Module):
             cond_channels=cond_channels, hidden_channels=hidden_channels, n_modes=list(n_modes),
             n_layers=n_layers, embed=embed, domain_padding=domain_padding, add_coords=add_coords, channels=channels,
         )
+        if self.periodic:
+            self.config["periodic"] = list(self.periodic)
         self.cond_channels = cond_channels
         self.channels = channels
         self.add_coords = add_coords
@@ -159,6 +166,7 @@ class FNOScore(nn.Module):
         # an even padded size on every grid: the spectral layers treat the kept modes of odd and
         # even FFT lengths differently (6 % apart on the same continuous input before this)
         pad_h, pad_w = pad_h + (h + pad_h) % 2, pad_w + (w + pad_w) % 2
+        pad_h, pad_w = (0 if "y" in self.periodic else pad_h), (0 if "x" in self.periodic else pad_w)
         if pad_h or pad_w:
             z = F.pad(z, (0, pad_w, 0, pad_h))
 

@@ -7,8 +7,10 @@ BatchNorm), so a sample's output depends only on its own input, noise level and 
 from __future__ import annotations
 
 import math
+from functools import partial
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from pdediff.maths.tensors import append_dims  # noqa: F401  (re-exported)
 
@@ -168,3 +170,46 @@ def check_inputs(name: str, x: torch.Tensor, c_noise: torch.Tensor, cond: torch.
     if cond is None or cond.shape != (b, cond_channels, h, w):
         got = None if cond is None else tuple(cond.shape)
         raise ValueError(f"cond has shape {got}; {name} expects ({b}, {cond_channels}, {h}, {w}) to match x")
+
+
+#: The axes a grid may wrap around on, in the (H, W) = (y, x) order of the tensors.
+PERIODIC_AXES = ("y", "x")
+
+
+def check_periodic(periodic) -> tuple[str, ...]:
+    """``periodic`` as a tuple of axis names in (y, x) order.
+
+    Raises:
+        ValueError: naming the value, unless it is a list of axes among ``y`` and ``x``.
+    """
+    if isinstance(periodic, str):
+        periodic = [periodic]
+    if not isinstance(periodic, (list, tuple)) or not set(periodic) <= set(PERIODIC_AXES):
+        raise ValueError(f"periodic={periodic!r} is invalid; expected a list of axes among {list(PERIODIC_AXES)}")
+    return tuple(a for a in PERIODIC_AXES if a in periodic)
+
+
+def pad_axes(z: torch.Tensor, pad_h: tuple[int, int], pad_w: tuple[int, int], periodic: tuple[str, ...],
+             other: str = "constant") -> torch.Tensor:
+    """Pad the last two axes: circularly on the periodic ones, with mode ``other`` elsewhere."""
+    if any(pad_w):
+        z = F.pad(z, (*pad_w, 0, 0), mode="circular" if "x" in periodic else other)
+    if any(pad_h):
+        z = F.pad(z, (0, 0, *pad_h), mode="circular" if "y" in periodic else other)
+    return z
+
+
+def _pad_input(ph: int, pw: int, periodic: tuple[str, ...], module, args):
+    return (pad_axes(args[0], (ph, ph), (pw, pw), periodic), *args[1:])
+
+
+def periodic_convolutions(module: nn.Module, periodic: tuple[str, ...]) -> None:
+    """Make every padded convolution in ``module`` pad circularly on the ``periodic`` axes (zeros
+    on the others): the network then treats a periodic grid as a torus, with no edge."""
+    if not periodic:
+        return
+    for m in module.modules():
+        if isinstance(m, nn.Conv2d) and tuple(m.padding) != (0, 0):
+            ph, pw = m.padding
+            m.padding = (0, 0)
+            m.register_forward_pre_hook(partial(_pad_input, ph, pw, periodic))

@@ -23,8 +23,11 @@ from pdediff.learning.networks.layers import (
     EMBEDDINGS,
     FiLM,
     NoiseEmbedding,
+    check_periodic,
     group_norm,
     network_input,
+    pad_axes,
+    periodic_convolutions,
     zero_init,
 )
 
@@ -122,6 +125,9 @@ class UNet(nn.Module):
         add_coords: append the node coordinates x, y in [0, 1] as two input channels.
         channels: the fields denoised together (1: a forward model's solution; a joint model's
             fields as channels).
+        periodic: the axes (``"y"``, ``"x"``) on which the grid wraps around: every convolution
+            pads them circularly, and sides not divisible by :attr:`grid_multiple` are padded by
+            wrapping instead of by edge replication.
 
     Raises:
         ValueError: on an invalid configuration.
@@ -142,8 +148,10 @@ class UNet(nn.Module):
         dropout: float = 0.0,
         add_coords: bool = True,
         channels: int = 1,
+        periodic=(),
     ):
         super().__init__()
+        periodic = check_periodic(periodic)
         channel_mult = tuple(int(m) for m in channel_mult)
         attention_levels = tuple(int(a) for a in attention_levels)
         if not isinstance(channels, int) or isinstance(channels, bool) or channels < 1:
@@ -170,6 +178,9 @@ class UNet(nn.Module):
             num_blocks=num_blocks, attention_levels=list(attention_levels), embed=embed,
             dropout=dropout, add_coords=add_coords, channels=channels,
         )
+        if periodic:
+            self.config["periodic"] = list(periodic)
+        self.periodic = periodic
         self.cond_channels = cond_channels
         self.channels = channels
         self.levels = levels
@@ -213,6 +224,7 @@ class UNet(nn.Module):
         self.output_norm = group_norm(ch)
         # Zero so the untrained network outputs exactly 0 and D starts at c_skip * x.
         self.output_conv = zero_init(nn.Conv2d(ch, channels, 3, padding=1))
+        periodic_convolutions(self, periodic)
 
     @property
     def grid_multiple(self) -> int:
@@ -252,7 +264,7 @@ class UNet(nn.Module):
         m = self.grid_multiple
         pad_h, pad_w = -h % m, -w % m
         if pad_h or pad_w:
-            z = F.pad(z, (0, pad_w, 0, pad_h), mode="replicate")
+            z = pad_axes(z, (0, pad_h), (0, pad_w), self.periodic, other="replicate")
 
         emb = self.embedding(c_noise)
         z = self.input_conv(z)
