@@ -150,6 +150,15 @@ BLOCKS: dict[str, Block] = {
         "15 s",
         "estimated, a 500-sample split: 12 ms a solve (speed/speed.md) and the exact solve",
         ("--data", "datasets/poisson64/test.h5")),
+    "rollout": Block(
+        "benchmarks.rollout",
+        "Time-dependent data through a shipped card (PDEBench diffusion-reaction, The Well periodic "
+        "advection-diffusion): rollout error against steps, the diffusion model beside the one-step regressor "
+        "at equal training time",
+        "25 min",
+        "estimated: 2 x 420 s + 2 x 210 s of training (the --seconds budgets) and a few minutes of rollouts",
+        ("--out", "{results}"),
+        writes="results.md, results.json, error_vs_steps.png"),
 }
 
 

@@ -87,7 +87,7 @@ def _loss(cfg: FitConfig, net, denoiser, cond, target, generator) -> torch.Tenso
     return EDMLoss(sigma_data=1.0)(denoiser, target, cond, generator=generator).mean()
 
 
-def fit(card, out, *, resume: bool = False, progress: bool = True, **options) -> Path:
+def fit(card, out, *, resume: bool = False, progress: bool = True, until: int | None = None, **options) -> Path:
     """Train a data-driven model on ``card`` (a card file or :class:`~pdediff.data.cards.ExternalCard`
     with a path) and write it to ``out`` (``.safetensors``).
 
@@ -96,6 +96,8 @@ def fit(card, out, *, resume: bool = False, progress: bool = True, **options) ->
         out: the checkpoint to write.
         resume: continue the run in ``out`` (its config wins; ``steps`` / ``seconds`` may grow).
         progress: show a progress bar (tqdm) on stderr.
+        until: stop this call after this many steps in all (the run's schedule is still that of
+            ``steps``; resume it later to go on).
         options: fields of :class:`FitConfig` (``network``, ``mode``, ``steps``, ``seconds``,
             ``batch``, ``lr``, ``seed``, ``step``, ``history``, ``limit``, ``network_kwargs``, ``levels``).
 
@@ -121,8 +123,8 @@ def fit(card, out, *, resume: bool = False, progress: bool = True, **options) ->
             raise ValueError(f"resume: {out} is not a data-driven model (kind {meta.get('kind')!r}); expected one "
                              "written by python -m pdediff.tools.fit")
         saved = FitConfig.from_dict(meta["fit"])
-        cfg = dataclasses.replace(saved, steps=max(cfg.steps, saved.steps),
-                                  seconds=cfg.seconds if cfg.seconds is not None else saved.seconds)
+        cfg = dataclasses.replace(saved, steps=max(options.get("steps", saved.steps), saved.steps),
+                                  seconds=options.get("seconds", saved.seconds))
     data = read_fields(card_obj, split="train", limit=cfg.limit)
     task = FieldTask.from_data(data, step=cfg.step, history=cfg.history)
     if meta:
@@ -159,7 +161,7 @@ def fit(card, out, *, resume: bool = False, progress: bool = True, **options) ->
         save_checkpoint(out, {**prefixed("model", denoiser.state_dict()), **prefixed("ema", ema.state_dict()),
                               **prefixed("optim", optim_tensors), "rng.generator": generator.get_state()},
                         {"kind": KIND, "fit": cfg.to_dict(), "task": task.to_dict(), "step": step,
-                         "elapsed": elapsed, "losses": losses, "pairs": int(cond_all.shape[0])})
+                         "elapsed": elapsed, "losses": losses, "pairs": int(cond_all.shape[0]), "optim": optim_meta})
 
     bar = None
     if progress:
@@ -170,7 +172,8 @@ def fit(card, out, *, resume: bool = False, progress: bool = True, **options) ->
     save_every = max(50, cfg.steps // 10)
     running = []
     try:
-        while step < cfg.steps and (cfg.seconds is None or elapsed < cfg.seconds):
+        stop = cfg.steps if until is None else min(int(until), cfg.steps)
+        while step < stop and (cfg.seconds is None or elapsed < cfg.seconds):
             start = time.perf_counter()
             idx = torch.randint(0, cond_all.shape[0], (cfg.batch,), generator=generator)
             cond, target = cond_all[idx], target_all[idx]
@@ -208,36 +211,39 @@ def fit(card, out, *, resume: bool = False, progress: bool = True, **options) ->
 
 
 def main(argv=None) -> int:
+    d = FitConfig(card="")
     parser = argparse.ArgumentParser(prog="python -m pdediff.tools.fit", description=__doc__.split("\n")[0])
     parser.add_argument("card", help="the dataset card (.yaml / .json)")
     parser.add_argument("--out", required=True, help="the checkpoint to write (.safetensors)")
-    parser.add_argument("--network", default="unet", choices=sorted(NETWORKS))
-    parser.add_argument("--mode", default="diffusion", choices=MODES)
-    parser.add_argument("--steps", type=int, default=2000)
-    parser.add_argument("--seconds", type=float, default=None, help="stop at this training wall time")
-    parser.add_argument("--batch", type=int, default=16)
-    parser.add_argument("--lr", type=float, default=2e-4)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--step", type=int, default=None, help="stored times per model step (default: the card's)")
-    parser.add_argument("--history", type=int, default=None, help="past states given (default: the card's)")
-    parser.add_argument("--limit", type=int, default=None, help="samples read per file")
-    parser.add_argument("--width", type=int, default=None, help="the network's width (model_channels / hidden_channels)")
-    parser.add_argument("--resume", action="store_true", help="continue the run in --out")
+    parser.add_argument("--network", choices=sorted(NETWORKS), help=f"default {d.network}")
+    parser.add_argument("--mode", choices=MODES, help=f"default {d.mode}")
+    parser.add_argument("--steps", type=int, help=f"training steps (default {d.steps})")
+    parser.add_argument("--seconds", type=float, help="stop at this training wall time")
+    parser.add_argument("--batch", type=int, help=f"default {d.batch}")
+    parser.add_argument("--lr", type=float, help=f"default {d.lr}")
+    parser.add_argument("--seed", type=int, help=f"default {d.seed}")
+    parser.add_argument("--step", type=int, help="stored times per model step (default: the card's)")
+    parser.add_argument("--history", type=int, help="past states given (default: the card's)")
+    parser.add_argument("--limit", type=int, help="samples read per file")
+    parser.add_argument("--width", type=int, help="the network's width (model_channels / hidden_channels)")
+    parser.add_argument("--resume", action="store_true", help="continue the run in --out (its config wins; "
+                        "--steps / --seconds may extend it)")
+    parser.add_argument("--until", type=int, default=None, help="stop this call after this many steps (resume later)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
-    kwargs = {}
+    options = {k: getattr(args, k) for k in ("network", "mode", "steps", "seconds", "batch", "lr", "seed", "step",
+                                              "history", "limit") if getattr(args, k) is not None}
     if args.width is not None:
-        kwargs = {"model_channels" if args.network == "unet" else "hidden_channels": args.width}
+        options["network_kwargs"] = {"model_channels" if options.get("network", d.network) == "unet"
+                                     else "hidden_channels": args.width}
     try:
-        path = fit(args.card, args.out, resume=args.resume, progress=not args.quiet, network=args.network,
-                   mode=args.mode, steps=args.steps, seconds=args.seconds, batch=args.batch, lr=args.lr,
-                   seed=args.seed, step=args.step, history=args.history, limit=args.limit, network_kwargs=kwargs)
+        path = fit(args.card, args.out, resume=args.resume, progress=not args.quiet, until=args.until, **options)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     meta = load_checkpoint(path)[1]
-    print(f"wrote {path}: {meta['step']} steps in {meta['elapsed']:.0f} s, {meta['pairs']} training pairs, "
-          f"loss {meta['losses'][-1][2]:.4g}" if meta["losses"] else f"wrote {path}")
+    loss = f", loss {meta['losses'][-1][2]:.4g}" if meta["losses"] else ""
+    print(f"wrote {path}: {meta['step']} steps in {meta['elapsed']:.0f} s, {meta['pairs']} training pairs{loss}")
     return 0
 
 
