@@ -54,9 +54,9 @@ def test_a_draft_of_per_seed_groups_says_so(tmp_path):
     card = describe(tmp_path / "rd.h5", file=io.StringIO())
     notes = io.StringIO()
     describe(tmp_path / "rd.h5", file=notes)
-    assert "2 top-level groups named by number" in notes.getvalue()
-    spec = card["fields"]["data"]
-    assert spec["key"] == "0000/data" and spec["index"] == {3: 0}  # (T, X, Y, C): space is axes 1, 2
+    assert "2 top-level groups named by number" in notes.getvalue() and card["layout"] == "groups"
+    spec = card["fields"]["data1"]  # (T, X, Y, C): time, space on axes 1, 2, the second of two channels
+    assert spec == {"key": "data", "role": "state", "axes": ["time", "x", "y"], "index": {3: 1}}
 
 
 def test_check_names_the_key_that_does_not_fit(tmp_path):
@@ -89,3 +89,19 @@ def test_the_cli_writes_the_draft(tmp_path):
     card = ExternalCard.load(tmp_path / "cards" / "card.yaml")  # in another folder than the file
     assert card.files == "../darcy.h5" and card.check().solution_field == "tensor"
     assert pdediff.data.describe is describe
+
+
+@pytest.mark.parametrize("layout", ["pdebench-diffusion-reaction", "pdebench-navier-stokes", "the-well"])
+def test_drafts_of_time_dependent_layouts_read_their_files(tmp_path, layout):
+    from pdediff.data.examples import write_example
+    from pdediff.data.external import read_fields
+
+    path = write_example(layout, tmp_path)
+    card = describe(path, file=io.StringIO())
+    (tmp_path / "card.yaml").write_text(yaml.safe_dump(card))
+    ds = read_fields(tmp_path / "card.yaml", split=None)
+    states = [k for k, r in ExternalCard.load(tmp_path / "card.yaml").roles.items() if r == "state"]
+    assert states and all(ds[k].dims == ("sample", "time", "y", "x") for k in states)
+    assert ds.sizes["time"] == 11
+    if layout == "the-well":
+        assert card["grid"]["periodic"] == ["x", "y"] and {"velocity0", "velocity1", "tracer"} <= set(card["fields"])
