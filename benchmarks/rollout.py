@@ -21,23 +21,16 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def _dataset(layout: str, folder: Path, **sizes) -> Path:
-    from pdediff.data.examples import EXAMPLES, write_example
+    from pdediff.data.examples import EXAMPLES, example_card
 
-    folder.mkdir(parents=True, exist_ok=True)
-    name, card_name = EXAMPLES[layout][1], EXAMPLES[layout][2]
-    if not (folder / name).is_file():
-        write_example(layout, folder, **sizes)
-    data = yaml.safe_load((ROOT / "datasets" / "cards" / card_name).read_text())
-    data["files"] = name
-    card = folder / "card.yaml"
-    card.write_text(yaml.safe_dump(data, sort_keys=False))
-    return card
+    if (folder / EXAMPLES[layout][1]).is_file() and (folder / "card.yaml").is_file():
+        return folder / "card.yaml"  # resumed: the same data
+    return example_card(layout, folder, **sizes)
 
 
 def _train_and_evaluate(card: Path, work: Path, seconds: float, steps: int, width: int, samples: int) -> dict:

@@ -14,7 +14,7 @@ import yaml
 
 import pdediff
 from pdediff.data.cards import ExternalCard
-from pdediff.data.examples import EXAMPLES, advection_diffusion, diffusion_reaction, rectangular_poisson, write_example
+from pdediff.data.examples import EXAMPLES, advection_diffusion, example_card, diffusion_reaction, rectangular_poisson, write_example
 from pdediff.data.external import read_fields
 from pdediff.learning.fields import FieldTask
 from pdediff.learning.networks import build_network
@@ -26,12 +26,7 @@ TINY = {"model_channels": 8, "channel_mult": [1, 2], "attention_levels": []}
 
 def shipped(layout: str, folder: Path, **sizes) -> Path:
     """The example file of ``layout`` and the shipped card with only ``files`` changed, in ``folder``."""
-    path = write_example(layout, folder, **sizes)
-    data = yaml.safe_load((CARDS / EXAMPLES[layout][2]).read_text())
-    data["files"] = path.name
-    card = folder / "card.yaml"
-    card.write_text(yaml.safe_dump(data, sort_keys=False))
-    return card
+    return example_card(layout, folder, **sizes)
 
 
 # ---------------------------------------------------------------------------- layouts

@@ -279,14 +279,41 @@ def write_example(layout: str, folder, seed: int = 0, **sizes) -> Path:
     return writer(folder / name, np.random.default_rng(seed), **sizes)
 
 
+#: The shipped cards (the repository's ``datasets/cards``).
+CARDS = Path(__file__).resolve().parents[2] / "datasets" / "cards"
+
+
+def example_card(layout: str, folder, seed: int = 0, **sizes) -> Path:
+    """Write the example file of ``layout`` and, beside it, ``card.yaml``: the shipped card with
+    only ``files`` changed. Returns the card's path."""
+    import yaml
+
+    path = write_example(layout, folder, seed, **sizes)
+    shipped = CARDS / EXAMPLES[layout][2]
+    if not shipped.is_file():
+        raise ValueError(f"layout={layout!r}: the shipped card {shipped} is missing; expected a checkout of pdediff "
+                         "with datasets/cards")
+    data = yaml.safe_load(shipped.read_text())
+    data["files"] = path.name
+    card = Path(folder) / "card.yaml"
+    from pdediff.data.atomic import write_text
+
+    write_text(card, yaml.safe_dump(data, sort_keys=False))
+    return card
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m pdediff.data.examples", description=__doc__.split("\n")[0])
     parser.add_argument("layout", choices=sorted(EXAMPLES), help="the layout (the card of datasets/cards/ it fits)")
     parser.add_argument("folder", help="where to write the file")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--card", action="store_true", help="also write card.yaml beside it: the shipped card "
+                        "with only files changed")
     args = parser.parse_args(argv)
     path = write_example(args.layout, args.folder, args.seed)
     print(f"wrote {path} (read it with datasets/cards/{EXAMPLES[args.layout][2]}, files: {path.name})")
+    if args.card:
+        print(f"wrote {example_card(args.layout, args.folder, args.seed)}")
     return 0
 
 

@@ -170,7 +170,7 @@ def fit(card, out, *, resume: bool = False, progress: bool = True, until: int | 
         bar = tqdm(total=cfg.steps, initial=step, desc=f"fit {cfg.mode}", unit="step", file=sys.stderr,
                    mininterval=1.0)
     save_every = max(50, cfg.steps // 10)
-    running = []
+    running, last_save = [], time.perf_counter()
     try:
         stop = cfg.steps if until is None else min(int(until), cfg.steps)
         while step < stop and (cfg.seconds is None or elapsed < cfg.seconds):
@@ -201,8 +201,9 @@ def fit(card, out, *, resume: bool = False, progress: bool = True, until: int | 
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(loss=f"{running[-1] if running else losses[-1][2]:.4f}", refresh=False)
-            if step % save_every == 0:
+            if step % save_every == 0 or time.perf_counter() - last_save > 120:  # resumable within minutes
                 save()
+                last_save = time.perf_counter()
     finally:
         if bar is not None:
             bar.close()
