@@ -300,3 +300,24 @@ def test_user_defined_steady_problem_without_operator(tmp_path):
         solver.solve(forcing=test["forcing"].values)
     with pytest.raises(ValueError, match="steady; call solve"):
         solver.rollout({"response": test["response"].values}, steps=1)
+
+
+@pytest.mark.parametrize("layout, network, history", [
+    ("pdebench-diffusion-reaction", "unet", 1), ("pdebench-shallow-water", "unet", 1),
+    ("pdebench-navier-stokes", "unet", 1), ("the-well", "fno", 1), ("neuraloperator-darcy", "fno", 1),
+    ("neuraloperator-ns", "unet", 2), ("npz", "unet", 1), ("netcdf", "unet", 2)])
+def test_every_layout_trains_and_answers(tmp_path, layout, network, history):
+    """Through each shipped card, with only files changed: a tiny model, then a rollout or a solve."""
+    card = shipped(layout, tmp_path)
+    kwargs = TINY if network == "unet" else {"hidden_channels": 8, "n_modes": [6, 6], "n_layers": 2}
+    options = {"history": history} if ExternalCard.load(card).dynamic else {}
+    solver = pdediff.load_solver(fit(card, tmp_path / "m.safetensors", steps=3, batch=4, network=network,
+                                     network_kwargs=kwargs, progress=False, **options))
+    test = read_fields(card, split="test")
+    if solver.task.dynamic:
+        run = solver.rollout(test.isel(sample=[0], time=slice(0, history)), steps=2)
+        assert set(solver.task.outputs) <= set(run.data_vars) and run.sizes["time"] == 3
+        assert all(np.isfinite(run[s]).all() for s in solver.task.outputs)
+    else:
+        answer = solver.solve({k: test[k].values[:2] for k in solver.task.conditions})
+        assert answer[solver.task.outputs[0]].shape == (2, *solver.task.shape)
