@@ -321,3 +321,17 @@ def test_every_layout_trains_and_answers(tmp_path, layout, network, history):
     else:
         answer = solver.solve({k: test[k].values[:2] for k in solver.task.conditions})
         assert answer[solver.task.outputs[0]].shape == (2, *solver.task.shape)
+
+
+def test_a_card_built_in_code(tmp_path):
+    from pdediff.cards import CardField, CardGrid, CardTime
+
+    write_example("netcdf", tmp_path)
+    card = ExternalCard(files=str(tmp_path / "advection.nc"),
+                        fields=(CardField("c", "c", "state", axes=("sample", "time", "y", "x")),),
+                        grid=CardGrid("cell", periodic=("y", "x")), time=CardTime(key="time", step=2))
+    ds = read_fields(card.check(), split=None)
+    assert ds["c"].shape == (8, 11, 32, 32)
+    bad = ExternalCard(files=card.files, fields=card.fields, grid=card.grid, problem="poisson")
+    with pytest.raises(ValueError, match=r"^card: fields: .*for problem 'poisson'"):
+        bad.check()

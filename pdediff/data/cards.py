@@ -681,6 +681,7 @@ class ExternalCard:
         Raises:
             ValueError: naming the card, the key and what was found.
         """
+        ExternalCard.from_dict(self.to_dict(), self.path)  # a card built in code is validated as a file's is
         if self.classic:
             from pdediff.data.dataset import inspect_card
 
