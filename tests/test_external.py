@@ -267,11 +267,21 @@ def test_rollout_of_a_tiny_model_and_the_regressor(tmp_path):
 
 def test_a_drifting_rollout_warns(tmp_path):
     card = shipped("pdebench-diffusion-reaction", tmp_path)
+    first = read_fields(card, split="test").isel(sample=0, time=0)
+    edm = pdediff.load_solver(fit(card, tmp_path / "edm.safetensors", steps=2, batch=2, mode="edm", progress=False,
+                                  network_kwargs=TINY))
+    with pytest.warns(pdediff.AccuracyWarning, match="draws part by"):
+        edm.rollout(first, steps=2, samples=3)  # untrained: the draws are noise
     solver = pdediff.load_solver(fit(card, tmp_path / "m.safetensors", steps=2, batch=2, progress=False,
                                      network_kwargs=TINY))
-    first = read_fields(card, split="test").isel(sample=0, time=0)
-    with pytest.warns(pdediff.AccuracyWarning, match="draws part by"):
-        solver.rollout(first, steps=2, samples=3)  # untrained: the draws are noise
+    far = first.copy()
+    far["u"] = first["u"] * 20  # far outside the training range
+    with pytest.warns(pdediff.AccuracyWarning, match="leaves the training range at step 0"):
+        run = solver.rollout(far, steps=1)
+    assert run["drift"].dims == ("sample", "time") and float(run["drift"][0, 0]) > 4
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", pdediff.AccuracyWarning)
+        assert float(solver.rollout(first, steps=1)["drift"].max()) < 4  # in range: no warning
 
 
 def test_user_defined_steady_problem_without_operator(tmp_path):

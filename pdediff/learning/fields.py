@@ -196,11 +196,13 @@ class FieldTask:
         return fields
 
 
-#: How a data-driven model answers: ``diffusion`` samples the output from the conditional
-#: denoiser (EDM preconditioning, sigma_data 1 on the normalised outputs); ``regression`` is the
-#: same network fed zeros as its noisy input at a fixed noise level, trained by mean squared error:
-#: the plain one-step regressor that the diffusion model is measured against.
-MODES = ("diffusion", "regression")
+#: How a data-driven model answers. ``diffusion``: PDE-Refiner (Lippe et al. 2023), a one-step
+#: prediction refined by a few denoising steps at small noise levels (one network trained for
+#: both, :class:`pdediff.learning.losses.RefinerLoss`); ``edm``: the probability-flow ODE from
+#: noise (EDM loss and sampler); ``regression``: the same network fed zeros as its noisy input at
+#: ``c_noise = 0``, trained by mean squared error, the plain one-step regressor that the diffusion
+#: models are measured against.
+MODES = ("diffusion", "regression", "edm")
 
 
 def default_network_kwargs(network: str, task: FieldTask) -> dict:

@@ -137,3 +137,37 @@ class SDELoss:
 
 LOSSES = {"edm": EDMLoss, "sde": SDELoss}
 """Losses by name; ``SDELoss`` needs an SDE object, e.g. ``LOSSES["sde"](SDES["vp"]())``."""
+
+
+@dataclass
+class RefinerLoss:
+    """PDE-Refiner's training loss (Lippe et al. 2023) for a network ``net(x, c_noise, cond)`` in
+    EDM's preconditioning.
+
+    Each sample draws k uniformly from 0 .. K (K = ``len(sigmas)``). k = 0: the network, fed
+    zeros and ``c_noise = 0``, predicts the target itself (a one-step regressor's objective).
+    k > 0: it denoises ``x0 + sigma_k n`` at PDE-Refiner's small level ``sigma_k``, with EDM's
+    weight ``1 / c_out^2``, which at small sigma is the mean squared error of the predicted noise.
+    """
+
+    sigmas: tuple[float, ...]
+    sigma_data: float = 1.0
+
+    def __call__(self, denoiser: Denoiser, x0: torch.Tensor, cond=None, *, generator: Generator = None) -> torch.Tensor:
+        """Per-sample loss, shape (B,)."""
+        from pdediff.maths.denoiser import PRECONDITIONINGS
+
+        batch = x0.shape[0]
+        levels = torch.tensor((0.0, *self.sigmas), dtype=x0.dtype, device=x0.device)
+        k = (rand((batch,), generator, device=x0.device, dtype=x0.dtype) * len(levels)).long().clamp_max(len(levels) - 1)
+        sigma = levels[k]
+        refine = k > 0
+        safe = torch.where(refine, sigma, torch.ones_like(sigma))
+        c_skip, c_out, c_in, c_noise = PRECONDITIONINGS["edm"](safe, torch.as_tensor(self.sigma_data, dtype=x0.dtype))
+        noisy = x0 + append_dims(sigma, x0.ndim) * randn_like(x0, generator)
+        mask = append_dims(refine.to(x0.dtype), x0.ndim)
+        net_in = mask * append_dims(c_in, x0.ndim) * noisy  # zeros for k = 0
+        target = torch.where(append_dims(refine, x0.ndim),
+                             (x0 - append_dims(c_skip, x0.ndim) * noisy) / append_dims(c_out, x0.ndim), x0)
+        out = denoiser.net(net_in, torch.where(refine, c_noise, torch.zeros_like(c_noise)), cond)
+        return _per_sample_mean((out - target) ** 2)

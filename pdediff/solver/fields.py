@@ -21,10 +21,13 @@ import xarray as xr
 from pdediff.data.checkpoint import group, load_checkpoint
 from pdediff.learning.fields import FieldTask, build_field_network, regress
 from pdediff.maths.denoiser import Denoiser
-from pdediff.maths.samplers import get_sigmas_karras, sample_heun
+from pdediff.maths.samplers import get_sigmas_karras, get_sigmas_refiner, sample_heun, sample_refine
 
 #: A rollout warns when its draws disagree by more than this (RMS spread / RMS of the mean).
 SPREAD_WARN = 0.1
+#: A rollout warns when a state leaves the training range: its RMS in units of the training
+#: standard deviation (about the training mean) above this.
+DRIFT_Z = 4.0
 #: Correlation below which a rollout has lost the true trajectory (PDE-Refiner's threshold).
 CORRELATION = 0.8
 
@@ -97,6 +100,10 @@ class FieldSolver:
             if self.mode == "regression":
                 return regress(self.denoiser.net, c)[None].expand(samples, *c.shape[:1], -1, -1, -1).clone()
             cc = c.repeat(samples, 1, 1, 1)
+            if self.mode == "diffusion":  # PDE-Refiner: a one-step prediction, refined at small noise
+                sigmas = get_sigmas_refiner(self.fit.get("refine", 3), self.fit.get("sigma_min", 1e-4), device=self.device, dtype=c.dtype)
+                out, _ = sample_refine(self.denoiser, regress(self.denoiser.net, cc), sigmas, cc, generator=generator)
+                return out.reshape(samples, c.shape[0], *out.shape[1:])
             sigmas = get_sigmas_karras(self.fit["levels"], 0.002, 80.0, device=self.device, dtype=c.dtype)
             x = torch.randn((cc.shape[0], len(self.task.outputs), *c.shape[-2:]), generator=generator,
                             dtype=c.dtype).to(self.device) * sigmas[0]
@@ -137,11 +144,13 @@ class FieldSolver:
 
         Returns:
             An ``xarray.Dataset``: every state with dims ``sample, time, y, x`` (time 0 is the
-            initial state), coordinates ``time`` (``t0 + k * step * dt``), ``y``, ``x``, and
-            ``spread`` (``sample, time``).
+            initial state), coordinates ``time`` (``t0 + k * step * dt``), ``y``, ``x``,
+            ``spread`` (``sample, time``) and ``drift`` (``sample, time``: the largest RMS of a
+            state in units of its training standard deviation, about the training mean).
 
         Warns:
-            AccuracyWarning: when the draws part by more than :data:`SPREAD_WARN` at some step.
+            AccuracyWarning: when the draws part by more than :data:`SPREAD_WARN` at some step,
+            or a state leaves the training range (``drift`` above :data:`DRIFT_Z`).
         """
         t = self.task
         if not t.dynamic:
@@ -179,6 +188,15 @@ class FieldSolver:
                  for s in t.outputs}
         times = t0 + np.arange(steps + 1) * t.step * t.dt
         run = _answer(t, draws, samples, dims=("sample", "time", "y", "x"), time=times)
+        z = np.max([np.sqrt((((run[s].values - t.mean[s]) / t.std[s]) ** 2).mean(axis=(-2, -1))) for s in t.outputs], 0)
+        run["drift"] = (("sample", "time"), z)
+        if np.nanmax(z) > DRIFT_Z or not np.all(np.isfinite(z)):
+            from pdediff import AccuracyWarning
+
+            k = int(np.argmax(np.where(np.isfinite(z), z, np.inf).max(0) > DRIFT_Z))
+            warnings.warn(f"the rollout leaves the training range at step {k} (time {times[k]:g}): a state's RMS is "
+                          f"{np.nanmax(z[:, k]):.3g} training standard deviations from the training mean "
+                          f"(> {DRIFT_Z:g}); trust fewer steps", AccuracyWarning, stacklevel=2)
         if samples > 1:
             worst = float(run["spread"].max())
             if worst > SPREAD_WARN:
@@ -288,4 +306,4 @@ def _bands(pred, truth: dict, names, band: int, last: bool) -> dict:
     return out
 
 
-__all__ = ["CORRELATION", "SPREAD_WARN", "FieldSolver"]
+__all__ = ["CORRELATION", "DRIFT_Z", "SPREAD_WARN", "FieldSolver"]

@@ -3,9 +3,11 @@
 For cards that no built-in problem describes (time-dependent data, several solution fields,
 rectangular or periodic grids, other people's layouts; see :mod:`pdediff.data.external`). The
 model is a network of :data:`pdediff.learning.networks.NETWORKS` over the card's fields
-(:class:`pdediff.learning.fields.FieldTask`), trained either as a conditional diffusion model
-(EDM loss, the default) or, with ``--mode regression``, as the plain one-step regressor of the
-same network, so that the two can be compared at equal training time (``--seconds``).
+(:class:`pdediff.learning.fields.FieldTask`), trained as a conditional diffusion model in
+PDE-Refiner's form (the default, ``--mode diffusion``: a one-step prediction and a few
+refinements at small noise), as a plain EDM diffusion model (``--mode edm``), or as the plain
+one-step regressor of the same network (``--mode regression``), so that they can be compared at
+equal training time (``--seconds``).
 
 The checkpoint is one safetensors file written atomically every ``--save-every`` steps and at the
 end; ``--resume`` continues from it exactly (weights, EMA, optimiser moments, random state, step).
@@ -28,9 +30,10 @@ import torch
 
 from pdediff.data.checkpoint import group, load_checkpoint, prefixed, save_checkpoint
 from pdediff.learning.fields import MODES, FieldTask, build_field_network, regress
-from pdediff.learning.losses import EDMLoss
+from pdediff.learning.losses import EDMLoss, RefinerLoss
 from pdediff.learning.networks import NETWORKS
 from pdediff.maths.denoiser import Denoiser
+from pdediff.maths.samplers import get_sigmas_refiner
 
 KIND = "fields"  # the checkpoint metadata's "kind" of a data-driven model
 
@@ -52,19 +55,23 @@ class FitConfig:
     step: int | None = None  # time-dependent: stored times per step (None: the card's)
     history: int | None = None
     limit: int | None = None  # samples read per file
-    levels: int = 5  # sampler noise levels at inference (heun: 2 * levels - 1 evaluations)
+    refine: int = 3  # diffusion: refinement steps (PDE-Refiner's K; K + 1 evaluations a step)
+    sigma_min: float = 1e-4  # diffusion: the smallest refinement noise (levels sigma_min ** (k / K))
+    levels: int = 5  # edm: sampler noise levels at inference (heun: 2 * levels - 1 evaluations)
 
     def check(self) -> "FitConfig":
         if self.network not in NETWORKS:
             raise ValueError(f"network={self.network!r} is not known; expected one of {sorted(NETWORKS)}")
         if self.mode not in MODES:
             raise ValueError(f"mode={self.mode!r} is not known; expected one of {list(MODES)}")
-        for name in ("steps", "batch", "levels"):
+        for name in ("steps", "batch", "levels", "refine"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name}={value!r} is invalid; expected an integer >= 1")
         if not (isinstance(self.lr, (int, float)) and 0 < self.lr < 1):
             raise ValueError(f"lr={self.lr!r} is invalid; expected a learning rate in (0, 1)")
+        if not (isinstance(self.sigma_min, (int, float)) and 0 < self.sigma_min < 1):
+            raise ValueError(f"sigma_min={self.sigma_min!r} is invalid; expected a noise level in (0, 1)")
         if self.seconds is not None and not (isinstance(self.seconds, (int, float)) and self.seconds > 0):
             raise ValueError(f"seconds={self.seconds!r} is invalid; expected None or a time > 0")
         return self
@@ -84,6 +91,9 @@ class FitConfig:
 def _loss(cfg: FitConfig, net, denoiser, cond, target, generator) -> torch.Tensor:
     if cfg.mode == "regression":
         return ((regress(net, cond) - target) ** 2).mean()
+    if cfg.mode == "diffusion":
+        sigmas = tuple(get_sigmas_refiner(cfg.refine, cfg.sigma_min).tolist())
+        return RefinerLoss(sigmas)(denoiser, target, cond, generator=generator).mean()
     return EDMLoss(sigma_data=1.0)(denoiser, target, cond, generator=generator).mean()
 
 
