@@ -345,3 +345,14 @@ def test_a_card_built_in_code(tmp_path):
     bad = ExternalCard(files=card.files, fields=card.fields, grid=card.grid, problem="poisson")
     with pytest.raises(ValueError, match=r"^card: fields: .*for problem 'poisson'"):
         bad.check()
+
+
+def test_a_constant_shared_by_all_training_data_need_not_be_given(tmp_path):
+    card = shipped("the-well", tmp_path)  # scalars/diffusivity: one value in the file
+    solver = pdediff.load_solver(fit(card, tmp_path / "m.safetensors", steps=2, batch=2, progress=False,
+                                     network_kwargs=TINY))
+    assert solver.task.fixed == {"diffusivity": pytest.approx(2e-3)}
+    first = read_fields(card, split="test").isel(sample=0, time=0)
+    a = solver.rollout({k: first[k].values for k in ("tracer", "vx", "vy")}, steps=1)
+    b = solver.rollout(first, steps=1)
+    np.testing.assert_allclose(a["tracer"], b["tracer"])

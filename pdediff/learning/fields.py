@@ -63,6 +63,8 @@ class FieldTask:
     card: str = ""
     card_name: str = "card"
     keys: dict[str, str] = field(default_factory=dict)  # field -> the key the card reads it from
+    constants: list[str] = field(default_factory=list)  # the conditions that are one number per sample
+    fixed: dict[str, float] = field(default_factory=dict)  # constants with one value in all training data
 
     # ------------------------------------------------------------------ channels
     def inputs(self) -> list[str]:
@@ -118,6 +120,10 @@ class FieldTask:
         for k in [*outputs, *conditions]:
             values = np.asarray(ds[k], dtype=np.float64)
             task.mean[k], task.std[k] = _moments(values)
+            if k in conditions and values.ndim == 1:
+                task.constants.append(k)
+                if np.ptp(values) == 0:
+                    task.fixed[k] = float(values[0])
         for lag in range(task.history if dynamic else 0):
             for s in outputs:
                 task.mean[history_name(s, lag)], task.std[history_name(s, lag)] = task.mean[s], task.std[s]

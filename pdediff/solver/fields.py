@@ -123,6 +123,11 @@ class FieldSolver:
             raise ValueError(f"{self.task.card_name}: this model is time-dependent; call rollout(initial, steps=K)")
         _check_samples(samples)
         given = {**(dict(fields) if fields is not None else {}), **given}
+        if self.task.fixed:  # a constant every training sample shared: its value
+            fields_given = [np.asarray(v) for k, v in given.items() if k not in self.task.constants]
+            batch = fields_given[0].shape[0] if fields_given and fields_given[0].ndim == 3 else 1
+            for k, value in self.task.fixed.items():
+                given.setdefault(k, np.full(batch, value))
         conds = self._fields(given, self.task.conditions, "fields")
         cond = self.task.encode(conds)
         draws = self.task.decode(self._predict(cond, samples, torch.Generator().manual_seed(seed)))
@@ -170,8 +175,10 @@ class FieldSolver:
         if conditions is not None:
             given.update(dict(conditions))
         past = self._fields(given, t.outputs, "initial", history=t.history)
-        conds = self._fields(given, t.conditions, "conditions") if t.conditions else {}
         batch = next(iter(past.values())).shape[0]
+        for k, value in t.fixed.items():  # a constant every training sample shared: its value
+            given.setdefault(k, np.full(batch, value))
+        conds = self._fields(given, t.conditions, "conditions") if t.conditions else {}
         generator = torch.Generator().manual_seed(seed)
         # every draw carries its own trajectory: (samples * B) rows
         rows = {s: np.repeat(v[None], samples, 0).reshape(samples * batch, *v.shape[1:]) for s, v in past.items()}
