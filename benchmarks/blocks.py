@@ -155,8 +155,8 @@ BLOCKS: dict[str, Block] = {
         "Time-dependent data through a shipped card (PDEBench diffusion-reaction, The Well periodic "
         "advection-diffusion): rollout error against steps, the diffusion model beside the one-step regressor "
         "at equal training time",
-        "25 min",
-        "estimated: 2 x 420 s + 2 x 210 s of training (the --seconds budgets) and a few minutes of rollouts",
+        "30 min",
+        "estimated: 4 x 420 s of training (the --seconds budget of each model) and a minute of rollouts",
         ("--out", "{results}"),
         writes="results.md, results.json, error_vs_steps.png"),
 }

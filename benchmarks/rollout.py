@@ -93,7 +93,7 @@ def main(argv=None) -> int:
         "diffusion-reaction (PDEBench layout)": ("pdebench-diffusion-reaction", {"count": 40, "times": 21},
                                                  args.seconds),
         "periodic advection-diffusion (The Well layout)": ("the-well", {"count": 16, "times": 21},
-                                                           args.seconds / 2),
+                                                           args.seconds),
     }
     results = {}
     for name, (layout, sizes, seconds) in sets.items():

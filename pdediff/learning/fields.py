@@ -25,6 +25,8 @@ import torch
 
 #: A standard deviation below this fraction of the mean magnitude counts as a constant channel.
 _FLAT = 1e-6
+#: The scale of a state's change where it never changes, as a fraction of the state's own scale.
+_STILL = 1e-3
 
 
 def history_name(state: str, lag: int) -> str:
@@ -130,7 +132,10 @@ class FieldTask:
         if dynamic:
             for s in outputs:
                 u = np.asarray(ds[s], dtype=np.float64)
-                task.mean[f"d:{s}"], task.std[f"d:{s}"] = _moments(u[:, step:] - u[:, :-step])
+                mean, std = _moments(u[:, step:] - u[:, :-step])
+                # a state that never changes (a uniform velocity): a change of a thousandth of the
+                # state's own scale is one unit, so a small output error is a small physical one
+                task.mean[f"d:{s}"], task.std[f"d:{s}"] = mean, max(std, _STILL * task.std[s]) if std > 0 else _STILL * task.std[s]
         return task
 
     def to_dict(self) -> dict:

@@ -144,7 +144,10 @@ class RefinerLoss:
     """PDE-Refiner's training loss (Lippe et al. 2023) for a network ``net(x, c_noise, cond)`` in
     EDM's preconditioning.
 
-    Each sample draws k uniformly from 0 .. K (K = ``len(sigmas)``). k = 0: the network, fed
+    Each sample draws k = 0 with probability ``p_predict`` and otherwise k uniformly from 1 .. K
+    (K = ``len(sigmas)``; PDE-Refiner draws k uniformly from 0 .. K, ``p_predict = 1 / (K + 1)``;
+    a half keeps the prediction, which every step starts from, as well trained as a regressor
+    of half the budget). k = 0: the network, fed
     zeros and ``c_noise = 0``, predicts the target itself (a one-step regressor's objective).
     k > 0: it denoises ``x0 + sigma_k n`` at PDE-Refiner's small level ``sigma_k``, with EDM's
     weight ``1 / c_out^2``, which at small sigma is the mean squared error of the predicted noise.
@@ -152,6 +155,7 @@ class RefinerLoss:
 
     sigmas: tuple[float, ...]
     sigma_data: float = 1.0
+    p_predict: float = 0.5
 
     def __call__(self, denoiser: Denoiser, x0: torch.Tensor, cond=None, *, generator: Generator = None) -> torch.Tensor:
         """Per-sample loss, shape (B,)."""
@@ -159,7 +163,10 @@ class RefinerLoss:
 
         batch = x0.shape[0]
         levels = torch.tensor((0.0, *self.sigmas), dtype=x0.dtype, device=x0.device)
-        k = (rand((batch,), generator, device=x0.device, dtype=x0.dtype) * len(levels)).long().clamp_max(len(levels) - 1)
+        u = rand((batch,), generator, device=x0.device, dtype=x0.dtype)
+        refine_u = ((u - self.p_predict) / (1 - self.p_predict)).clamp(0, 1 - 1e-7)
+        k = torch.where(u < self.p_predict, torch.zeros_like(u, dtype=torch.long),
+                        1 + (refine_u * len(self.sigmas)).long().clamp_max(len(self.sigmas) - 1))
         sigma = levels[k]
         refine = k > 0
         safe = torch.where(refine, sigma, torch.ones_like(sigma))

@@ -225,7 +225,7 @@ class FieldSolver:
             An ``xarray.Dataset`` with ``error`` (relative L2 of each output field, mean over
             samples; dims ``field`` and, time-dependent, ``step``), ``error_mean`` (over fields),
             for a rollout ``correlation`` (Pearson correlation of prediction and truth, mean over
-            samples and fields, per step) and the attribute ``correlation_time`` (the time until it
+            samples and fields, fields uniform in space left out, per step) and the attribute ``correlation_time`` (the time until it
             first falls below :data:`CORRELATION`), and the attributes ``band_error`` /
             ``interior_error``: the last step's relative error on the ``band`` outermost nodes and
             inside them (a periodic model's error should not grow toward the edges).
@@ -250,7 +250,11 @@ class FieldSolver:
         idx = t.history - 1 + np.arange(steps + 1) * t.step
         truth = {s: np.asarray(data[s].values[:, idx], dtype=np.float64) for s in t.outputs}
         err = np.stack([_relative(np.asarray(run[s].values), truth[s]).mean(0) for s in t.outputs])
-        corr = np.stack([_correlation(np.asarray(run[s].values), truth[s]).mean(0) for s in t.outputs]).mean(0)
+        with warnings.catch_warnings():  # uniform fields (no correlation to speak of) are left out
+            warnings.simplefilter("ignore", RuntimeWarning)
+            corr = np.nanmean(np.stack([np.nanmean(_correlation(np.asarray(run[s].values), truth[s]), 0)
+                                        for s in t.outputs]), 0)
+        corr = np.where(np.isnan(corr), 1.0, corr)
         below = np.flatnonzero(corr < CORRELATION)
         ds = xr.Dataset({"error": (("field", "step"), err), "error_mean": (("step",), err.mean(0)),
                          "correlation": (("step",), corr)},
@@ -295,7 +299,7 @@ def _correlation(pred: np.ndarray, truth: np.ndarray) -> np.ndarray:
     p = pred - pred.mean(axis=(-2, -1), keepdims=True)
     q = truth - truth.mean(axis=(-2, -1), keepdims=True)
     den = np.sqrt((p**2).sum(axis=(-2, -1)) * (q**2).sum(axis=(-2, -1)))
-    return np.where(den > 0, (p * q).sum(axis=(-2, -1)) / np.maximum(den, 1e-300), 1.0)
+    return np.where(den > 0, (p * q).sum(axis=(-2, -1)) / np.maximum(den, 1e-300), np.nan)  # nan: a uniform field
 
 
 def _bands(pred, truth: dict, names, band: int, last: bool) -> dict:
