@@ -26,7 +26,7 @@ def plot_rollout(run, truth, evaluation, path, columns: int = 5) -> None:
 
     from pdediff.tools.plotting import save_figure
 
-    states = [k for k in run.data_vars if k != "spread"]
+    states = [k for k in run.data_vars if k in truth]
     times = np.unique(np.linspace(0, run.sizes["time"] - 1, columns).round().astype(int))
     rows = 2 * len(states)
     fig, axes = plt.subplots(rows, len(times) + 1, figsize=(2.2 * (len(times) + 1), 2.1 * rows), squeeze=False)
