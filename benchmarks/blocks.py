@@ -159,6 +159,14 @@ BLOCKS: dict[str, Block] = {
         "estimated: 4 x 420 s of training (the --seconds budget of each model) and a minute of rollouts",
         ("--out", "{results}"),
         writes="results.md, results.json, error_vs_steps.png"),
+    "darcy_route": Block(
+        "benchmarks.darcy_route",
+        "One Darcy model for every coefficient law: darcy, darcy-broad and load_solver('darcy') routing "
+        "between them by the error estimate, per coefficient law",
+        "4 min",
+        "estimated: 8 cases x 64 samples x 3 solvers at the per-sample times of problems/darcy.md",
+        ("--out", "{results}/darcy_route.md"),
+        writes="darcy_route.md"),
 }
 
 

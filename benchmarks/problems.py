@@ -33,7 +33,7 @@ from benchmarks import record_command, results_dir
 from pdediff.data import atomic
 from pdediff.physics import metrics
 from pdediff.data.cases import Case
-from pdediff.physics.coefficients import LogNormalField, ThresholdField
+from pdediff.physics.coefficients import ChannelField, LogNormalField, ThresholdField
 from pdediff.data import load_arrays
 from pdediff.tools.plotting import plot_rows
 from pdediff.physics.problems import Grid
@@ -70,6 +70,7 @@ def darcy_cases(problem, n: int, count: int, data: str | None) -> dict[str, dict
         "high contrast (threshold, a in {1, 100})": {"a": _draw(ThresholdField(high=100.0, low=1.0), n, count, 4)},
         "rough log-normal (alpha = 1.5, sigma = 2)": {"a": _draw(LogNormalField(alpha=1.5, sigma=2.0), n, count, 5)},
         "layered (bands, a in {1, 20})": {"a": layered(n, count, 6)},
+        "channelised (meanders, a in {1, 10})": {"a": _draw(ChannelField(), n, count, 7)},
         f"N = {2 * n}, threshold (trained at {n})": {"a": _draw(ThresholdField(), 2 * n, max(count // 4, 1), 3)},
     }
 

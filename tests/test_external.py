@@ -228,6 +228,10 @@ def test_task_normalises_per_channel_and_pairs_every_time(tmp_path):
     assert target.shape[1] == 3
     # the tracer channel at lag 0 is unit scale, the velocity change is not blown up by a zero std
     assert abs(cond[:, 0].std() - 1) < 0.1 and np.isfinite(target).all()
+    # a velocity that never changes: its change is scaled by a thousandth of the velocity's own scale
+    for v in ("vx", "vy"):
+        assert task.std[f"d:{v}"] == pytest.approx(1e-3 * task.std[v])
+        assert task.std[f"d:{v}"] < 0.01 * float(ds[v].std())
     back = task.decode(torch.from_numpy(target[:4]), {s: torch.zeros(4, 32, 48) for s in task.outputs})
     t0 = torch.from_numpy(np.asarray(ds["tracer"][0, 3] - ds["tracer"][0, 1]))
     np.testing.assert_allclose(back["tracer"][0], t0, atol=1e-5)  # pair 0 is trajectory 0 at t = 1 -> 3

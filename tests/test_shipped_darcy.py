@@ -53,3 +53,31 @@ def test_units_of_the_coefficient_divide_out(solver):
         pdediff.load_solver(NAME, k=8.0)
     with pytest.raises(ValueError, match="neither a shipped model .*darcy"):
         pdediff.load_solver("nope")
+
+
+def test_samples_it_answers_poorly_go_to_darcy_broad(solver):
+    """load_solver("darcy") hands samples whose estimate exceeds ROUTE_ABOVE to darcy-broad and
+    keeps, per sample, the lower estimate; without the fallback, the same call is darcy alone."""
+    from pdediff.solver import ROUTE_ABOVE
+
+    assert solver.fallback is not None and solver.fallback.name == "darcy-broad"
+    a = fresh(LogNormalField(), solver.grid_size)
+    ref = solver.problem.reference_solve(a)
+    u, info = solver.solve(a, return_info=True)
+    fallback, solver.fallback = solver.fallback, None
+    try:
+        alone, info_alone = solver.solve(a, return_info=True)
+    finally:
+        solver.fallback = fallback
+    assert info_alone.models == []
+    assert len(info.models) == len(a) and "darcy-broad" in info.models
+    est, est_alone = np.array(info.error_estimate), np.array(info_alone.error_estimate)
+    assert np.all(est <= est_alone + 1e-12)
+    for k, m in enumerate(info.models):  # a sample kept by darcy is darcy's answer, bit for bit
+        if m == "darcy":
+            np.testing.assert_array_equal(u[k], alone[k])
+        else:
+            assert est_alone[k] > ROUTE_ABOVE
+    err, err_alone = metrics.relative_l2(u, ref), metrics.relative_l2(alone, ref)
+    assert np.mean(err) < 0.5 * np.mean(err_alone)
+    assert np.mean(err) < 0.05

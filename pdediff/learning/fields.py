@@ -132,10 +132,11 @@ class FieldTask:
         if dynamic:
             for s in outputs:
                 u = np.asarray(ds[s], dtype=np.float64)
-                mean, std = _moments(u[:, step:] - u[:, :-step])
+                change = u[:, step:] - u[:, :-step]
                 # a state that never changes (a uniform velocity): a change of a thousandth of the
                 # state's own scale is one unit, so a small output error is a small physical one
-                task.mean[f"d:{s}"], task.std[f"d:{s}"] = mean, max(std, _STILL * task.std[s]) if std > 0 else _STILL * task.std[s]
+                task.mean[f"d:{s}"] = float(change.mean())
+                task.std[f"d:{s}"] = max(float(change.std()), _STILL * task.std[s])
         return task
 
     def to_dict(self) -> dict:

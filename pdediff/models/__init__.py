@@ -26,6 +26,11 @@ MODELS: dict[str, str] = {
     "darcy-joint": "darcy-joint.safetensors",
 }
 
+#: Model name -> the shipped model its solver hands poorly answered samples to
+#: (:attr:`pdediff.solver.Solver.fallback`): ``darcy`` is best on its training law, ``darcy-broad``
+#: on the others (``python -m benchmarks.darcy_route``).
+FALLBACKS: dict[str, str] = {"darcy": "darcy-broad"}
+
 #: The model ``load_solver()`` loads.
 DEFAULT = "poisson"
 
@@ -126,6 +131,8 @@ def load_solver(model=None, *, device="cpu", **params):
                                  "problem parameters")
             return FieldSolver.from_checkpoint(path, device=device)
     solver = Solver.from_checkpoint(path, device=device, name=name)
+    if name in FALLBACKS:
+        solver.fallback = Solver.from_checkpoint(model_path(FALLBACKS[name]), device=device, name=FALLBACKS[name])
     theirs = solver.problem.params()
     unknown = sorted(set(params) - set(theirs))
     if unknown:

@@ -20,6 +20,10 @@ xi_k ~ N(0, 1); the constant mode is left out, so the field has zero mean.
 * ``lognormal``: a = exp(mu + sigma psi / s) with a smoother field (alpha = 3, tau = 3), where s^2
   is the expected mean square of psi over the square (a constant of the spectrum, not of the
   sample or of N), so log a has standard deviation ~ sigma = 1; positive by construction.
+* ``channels``: channelised media, as in reservoir models: 2 to 4 meandering channels of
+  ``high`` permeability (centre lines ``c + A sin(2 pi k s + phase)`` across the square, along x
+  or y, width 0.04-0.1) in a ``low`` background. It is in no training law: a test of coefficients
+  that a model never saw.
 * ``broad-threshold`` and ``broad-lognormal``: the same two laws with their parameters drawn
   afresh for every sample (log-uniform contrast and scale, uniform length scale, smoothness,
   volume fraction and log-spread), so that a model trained on them has seen a continuum of
@@ -144,11 +148,36 @@ class BroadLogNormalField(Family):
         return np.stack(out)
 
 
+@dataclass(frozen=True)
+class ChannelField(Family):
+    """Meandering channels of ``high`` in a ``low`` background (see the module docstring)."""
+
+    name: ClassVar[str] = "channels"
+    high: float = 10.0
+    low: float = 1.0
+    count: tuple[int, int] = (2, 4)
+    width: tuple[float, float] = (0.04, 0.1)
+
+    def sample(self, grid, rngs):
+        X, Y = np.meshgrid(grid.x, grid.x, indexing="xy")  # X varies along columns (x), Y along rows
+        out = []
+        for rng in rngs:
+            inside = np.zeros(X.shape, dtype=bool)
+            for _ in range(int(rng.integers(self.count[0], self.count[1] + 1))):
+                along, across = (X, Y) if rng.random() < 0.5 else (Y, X)
+                centre = rng.uniform(0.15, 0.85) + rng.uniform(0.05, 0.2) * np.sin(
+                    2 * np.pi * rng.uniform(0.5, 2.0) * along + rng.uniform(0, 2 * np.pi))
+                inside |= np.abs(across - centre) < rng.uniform(*self.width) / 2
+            out.append(np.where(inside, float(self.high), float(self.low)))
+        return np.stack(out)
+
+
 COEFFICIENTS: dict[str, Family] = {
     "threshold": ThresholdField(),
     "lognormal": LogNormalField(),
     "broad-threshold": BroadThresholdField(),
     "broad-lognormal": BroadLogNormalField(),
+    "channels": ChannelField(),
 }
 
 

@@ -26,7 +26,7 @@ from pdediff.solver import likelihood as _likelihood
 from pdediff.solver import reconstruct as _reconstruct
 from pdediff.solver import solve as _solve
 from pdediff.solver.options import SAMPLER_STEPS, check_device
-from pdediff.solver.solve import TOL_MAX_ITERATIONS, WARN_ABOVE, SolveInfo
+from pdediff.solver.solve import ROUTE_ABOVE, TOL_MAX_ITERATIONS, WARN_ABOVE, SolveInfo
 
 
 class Solver:
@@ -40,6 +40,12 @@ class Solver:
         device: torch device to run on.
         name: the shipped model's name (:data:`pdediff.models.MODELS`), if it is one: its model
             card is then :attr:`card`.
+
+    Attributes:
+        fallback: None, or a second :class:`Solver` of the same problem: ``solve`` hands it
+            the samples whose estimated error exceeds ``ROUTE_ABOVE`` (1 %) and keeps the
+            answer with the lower estimate (``info.models`` says whose). ``load_solver("darcy")``
+            sets ``darcy-broad`` (:data:`pdediff.models.FALLBACKS`); set it to None to turn this off.
     """
 
     def __init__(self, denoiser, config: Config, norm: Normalisation, card: dict | None = None,
@@ -56,6 +62,7 @@ class Solver:
         self.name = name
         self.problem = config.data.make_problem(self.dataset_card)
         self.dtype = next(self.denoiser.parameters()).dtype
+        self.fallback: Solver | None = None
 
     @property
     def grid_size(self) -> int | None:
@@ -96,4 +103,4 @@ def load_solver(model=None, *, device="cpu", **params) -> Solver:
     return load(model, device=device, **params)
 
 
-__all__ = ["SAMPLER_STEPS", "TOL_MAX_ITERATIONS", "WARN_ABOVE", "SolveInfo", "Solver", "check_device", "load_solver"]
+__all__ = ["ROUTE_ABOVE", "SAMPLER_STEPS", "TOL_MAX_ITERATIONS", "WARN_ABOVE", "SolveInfo", "Solver", "check_device", "load_solver"]

@@ -30,6 +30,8 @@ from pdediff.solver import options
 WARN_ABOVE = 0.05
 #: The most iterations of polish ``solve(tol=...)`` spends on a sample.
 TOL_MAX_ITERATIONS = 200
+#: A model with a ``fallback`` hands it the samples whose estimated error exceeds this.
+ROUTE_ABOVE = 0.01
 
 
 @dataclass
@@ -45,6 +47,8 @@ class SolveInfo:
             solution (``Problem.estimate_error``; empty for a problem without a residual or with
             ``estimate=False``).
         tol_met: with ``tol``, whether each sample's estimate reached it.
+        models: for a model with a ``fallback`` (e.g. ``load_solver("darcy")``), the model whose
+            answer each sample got: the one of the two with the lower estimated error.
     """
 
     nfe: int = 0
@@ -52,6 +56,7 @@ class SolveInfo:
     polish_iterations: list[int] = field(default_factory=list)
     error_estimate: list[float] = field(default_factory=list)
     tol_met: list[bool] = field(default_factory=list)
+    models: list[str] = field(default_factory=list)
 
 
 def solve(model, *fields, sampler: str | None = None, steps: int | None = None, seed: int = 0,
@@ -112,6 +117,7 @@ def solve(model, *fields, sampler: str | None = None, steps: int | None = None, 
         raise ValueError(f"this is a joint model of {model.config.model.joint} (sampled from observations); "
                          f"expected reconstruct(samples=K, **observed), e.g. reconstruct("
                          f"{model.problem.condition_fields[0]}=...) with a field fully observed")
+    explicit = {"sampler": sampler, "steps": steps}
     sampler, steps = options.check_options(model, sampler, steps, seed, batch_size, guidance, polish, polish_method,
                                          sampler_options, any_grid, resample, progress=progress,
                                          return_info=return_info, estimate=estimate)
@@ -130,12 +136,16 @@ def solve(model, *fields, sampler: str | None = None, steps: int | None = None, 
     out = sample(model, to_grid(model, batch, m), sampler, steps, seed, batch_size, guidance,
                        sampler_options, progress, info, cfg)
     out = impose_dirichlet(model, prolong(out, n) if m != n and count else out, batch)
+    known = None
+    if getattr(model, "fallback", None) is not None and estimate and model.problem.offers_residual and not cfg \
+            and count:
+        out, known = route(model, out, batch, m, seed, batch_size, guidance, progress, info, explicit)
     if polish > 0 and count:
         out, iters = model.problem.iterative_solve(out, *(batch[k] for k in model.problem.condition_fields),
                                                   maxiter=polish, rtol=0.0, method=polish_method)
         info.polish_iterations = [int(i) for i in np.atleast_1d(iters)]
     if estimate and model.problem.offers_residual and count:
-        out = estimate_error(model, out, batch, tol, info)
+        out = estimate_error(model, out, batch, tol, info, known if polish <= 0 else None)
     out = impose_dirichlet(model, out * magnitude, given)  # the exact data, not a rescaled copy
     info.seconds = time.perf_counter() - t0
     if not np.all(np.isfinite(out)):  # the inputs were scaled into range: the sampler diverged
@@ -145,13 +155,46 @@ def solve(model, *fields, sampler: str | None = None, steps: int | None = None, 
     return (phi, info) if return_info else phi
 
 
+def route(model, out: np.ndarray, batch: dict[str, np.ndarray], m: int, seed: int, batch_size: int,
+          guidance: float, progress: bool, info: SolveInfo, explicit: dict):
+    """Hand the samples whose estimated error exceeds :data:`ROUTE_ABOVE` to ``model.fallback``
+    (a model of the same problem, run with its own default sampling unless the call named
+    one) and keep, per sample, the answer with the lower estimate. Fills ``info.models``;
+    returns the answers and their ``(estimate, improved)``."""
+    fallback = model.fallback
+    names = model.problem.condition_fields
+    est, improved = model.problem.estimate_error(out, *(batch[k] for k in names))
+    est = np.atleast_1d(est).astype(np.float64)
+    chosen = np.array([model.name or "model"] * len(out), dtype=object)
+    need = np.flatnonzero(est > ROUTE_ABOVE)
+    if len(need):
+        sub = {k: v[need] for k, v in batch.items()}
+        sampler = explicit["sampler"] or fallback.config.model.sampler
+        steps = explicit["steps"] or fallback.config.model.steps
+        n = out.shape[-1]
+        spent = SolveInfo()
+        alt = sample(fallback, to_grid(fallback, sub, m), sampler, steps, seed, batch_size, guidance, None,
+                     progress, spent)
+        alt = impose_dirichlet(fallback, prolong(alt, n) if m != n else alt, sub)
+        e_alt, i_alt = fallback.problem.estimate_error(alt, *(sub[k] for k in names))
+        better = np.atleast_1d(e_alt) < est[need]
+        take = need[better]
+        out, improved = out.copy(), np.array(improved, copy=True)
+        out[take], improved[take], est[take] = alt[better], np.asarray(i_alt)[better], np.atleast_1d(e_alt)[better]
+        chosen[take] = fallback.name or "fallback"
+        info.nfe += spent.nfe
+    info.models = [str(c) for c in chosen]
+    return out, (est, improved)
+
+
 def estimate_error(model, out: np.ndarray, batch: dict[str, np.ndarray], tol: float | None,
-              info: SolveInfo) -> np.ndarray:
-    """Estimate each sample's error; with ``tol``, polish the samples above it one iteration
-    at a time. Fills ``info`` and warns; returns the answer (B, N, N)."""
+              info: SolveInfo, known: tuple | None = None) -> np.ndarray:
+    """Estimate each sample's error (or take ``known``, the ``(estimate, improved)`` of ``out``);
+    with ``tol``, polish the samples above it one iteration at a time. Fills ``info`` and warns;
+    returns the answer (B, N, N)."""
     names = model.problem.condition_fields
     count = len(out)
-    est, improved = model.problem.estimate_error(out, *(batch[k] for k in names))
+    est, improved = known if known is not None else model.problem.estimate_error(out, *(batch[k] for k in names))
     est = np.atleast_1d(est).astype(np.float64)
     iters = np.array(info.polish_iterations or [0] * count, dtype=np.int64)
     if tol is not None:
