@@ -120,6 +120,7 @@ def block(model: str, problem_name: str, data: str | None, count: int, fno: str 
     import pdediff
 
     solver = pdediff.load_solver(model)
+    solver.fallback = None  # the model alone; benchmarks.darcy_route measures load_solver("darcy")'s routing
     problem = solver.problem
     if problem.name != problem_name:
         raise ValueError(f"--model {model!r} solves {problem.name!r}, not --problem {problem_name!r}")

@@ -124,6 +124,9 @@ def main(argv=None) -> int:
                   f"{d['warnings']} / {r['warnings']}.", ""]
     write_text(out / "results.md", "\n".join(lines))
     _figure(results, out / "error_vs_steps.png")
+    from benchmarks import record_command
+
+    record_command(out, "rollout", argv, ["results.json", "results.md", "error_vs_steps.png"])
     print("\n".join(lines))
     return 0
 
