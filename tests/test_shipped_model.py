@@ -17,8 +17,11 @@ from pdediff.physics.problems import DEFAULT_PROBLEM
 SHIPPED_CASES = CASES[DEFAULT_PROBLEM]  # the shipped model solves the default problem
 CHECKED = [name for name, case in SHIPPED_CASES.items() if case.check]
 POLISHED_REL_L2 = 1e-4  # issue 5's target; measured 1.4e-6 with 2 AMG-preconditioned CG iterations
-SEED_SPREAD = 1e-3  # issue 5's target (2 NFE: measured 8e-6 over 2 seeds on 64 samples of the test law)
-SEED_SPREAD_1NFE = 2e-3  # the default, 1 NFE: measured 1.0e-3 over 2 seeds, below the error (6.3e-3)
+SEED_SPREAD = 1e-3  # issues 5 and 23's target at the default, 2 NFE (measured 1e-5 over 2 seeds on 16 samples)
+SEED_SPREAD_1NFE = 2e-3  # 1 NFE, the default before issue 23: measured 1.1e-3 over 2 seeds, 3e-2 on single-node charges
+#: Families whose default-setting spread is allowed above SEED_SPREAD, with the measured figure:
+#: checkerboards of 2-node blocks, 2.7e-3 at an error of 88 % (beyond what the network resolves)
+SPREAD_EXEMPT = {"checkerboards": 5e-3}
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +52,7 @@ def test_shipped_model_loads_with_its_card(solver):
     assert "default64-spectrum" in solver.config.train.init  # the first stage's checkpoint
     assert solver.config.train.relative_floor == 0.1
     assert solver.config.model.network == "unet" and solver.config.model.sampler == "euler"
-    assert solver.config.model.precond == "x0" and solver.config.model.steps == 1
+    assert solver.config.model.precond == "x0" and solver.config.model.steps == 2  # 2 NFE: issue 23
     # the model it replaced stays shipped under a name
     smooth = pdediff.load_solver("poisson-smooth")
     assert smooth.card["source"] == "blobs,grf,rough" and smooth.config.model.steps == 2
@@ -96,12 +99,20 @@ def test_polish_reaches_the_exact_solution_faster_than_from_zero(solver, fresh):
         assert np.mean(from_net) < np.mean(from_zero)
 
 
-@pytest.mark.parametrize("steps, bound", [(None, SEED_SPREAD_1NFE), (2, SEED_SPREAD)])
+@pytest.mark.parametrize("steps, bound", [(None, SEED_SPREAD), (1, SEED_SPREAD_1NFE)])
 def test_seeds_agree(solver, fresh, steps, bound):
     rho, g = fresh
     runs = np.stack([solver.solve(rho[:4], g[:4], seed=s, steps=steps) for s in range(4)])
     spread = np.linalg.norm(runs - runs.mean(0), axis=(2, 3)).mean(0) / np.linalg.norm(runs.mean(0), axis=(1, 2))
     assert np.mean(spread) < bound
+
+
+@pytest.mark.parametrize("name", [n for n, case in SHIPPED_CASES.items() if case.grid_factor == 1])
+def test_seeds_agree_on_every_family_at_the_default(solver, name):
+    fields = check_draw(solver, name, count=4, seed=4_321)
+    runs = np.stack([solver.solve(**fields, seed=s, estimate=False) for s in (0, 1)])
+    ref = solver.problem.reference_solve(*(fields[k] for k in solver.problem.condition_fields))
+    assert np.mean(metrics.seed_spread(runs, ref)) < SPREAD_EXEMPT.get(name, SEED_SPREAD)
 
 
 def test_the_unet_refuses_other_grids_unless_resampled(solver):
@@ -110,7 +121,7 @@ def test_the_unet_refuses_other_grids_unless_resampled(solver):
     assert grid_options(solver, 128) == {"resample": True} and grid_options(solver, 64) == {}
 
 
-def test_demo_solves_and_draws_every_case(tmp_path, capsys, record_plot_rows):
+def test_demo_solves_and_draws_every_case(solver, tmp_path, capsys, record_plot_rows):
     from pdediff.tools import demo
 
     drawn = record_plot_rows(demo, draw=False)  # what it draws; plot_rows' PNG is checked in test_benchmarks
@@ -124,10 +135,11 @@ def test_demo_solves_and_draws_every_case(tmp_path, capsys, record_plot_rows):
         if title:
             method, figures = line[32:56].strip(), [float(v) for v in line[56:].split()]
             table[title, method] = dict(zip(("rel_l2", "max_err", "boundary_err", "residual", "ms"), figures))
-    methods = ["SciPy spsolve", "SciPy LU, cached", "pdediff (1 NFE)", "pdediff + 2 AMG-CG", "2 AMG-CG from zero"]
+    net = f"pdediff ({solver.config.model.steps} NFE)"  # Euler: one network evaluation a level
+    methods = ["SciPy spsolve", "SciPy LU, cached", net, "pdediff + 2 AMG-CG", "2 AMG-CG from zero"]
     assert sorted(table) == sorted((t, m) for t in titles for m in methods)
     for title in titles:
-        assert table[title, "SciPy spsolve"]["rel_l2"] == 0 and table[title, "pdediff (1 NFE)"]["boundary_err"] == 0
+        assert table[title, "SciPy spsolve"]["rel_l2"] == 0 and table[title, net]["boundary_err"] == 0
         # the network's start makes the 2 polishing iterations far more accurate than a zero start
         polished, from_zero = table[title, "pdediff + 2 AMG-CG"], table[title, "2 AMG-CG from zero"]
         assert polished["rel_l2"] < min(POLISHED_REL_L2, from_zero["rel_l2"] / 10)
@@ -137,7 +149,7 @@ def test_demo_solves_and_draws_every_case(tmp_path, capsys, record_plot_rows):
     for (title, rho, phi, ref), case in zip(rows, SHIPPED_CASES.values()):
         size = case.grid(64)
         assert rho.shape == phi.shape == ref.shape == (size, size) and np.ptp(rho) > 0 and np.ptp(ref) > 0
-        printed = table[title, "pdediff (1 NFE)"]["rel_l2"]
+        printed = table[title, net]["rel_l2"]
         assert float(metrics.relative_l2(phi, ref)[0]) == pytest.approx(printed, rel=6e-3)
 
 
