@@ -167,6 +167,14 @@ BLOCKS: dict[str, Block] = {
         "estimated: 8 cases x 64 samples x 3 solvers at the per-sample times of problems/darcy.md",
         ("--out", "{results}/darcy_route.md"),
         writes="darcy_route.md"),
+    "seeds": Block(
+        "benchmarks.seeds",
+        "Seed agreement of the shipped Poisson model by source family: noise, antithetic and zero starts at "
+        "1 and 2 NFE",
+        "2 min",
+        "estimated: 9 cases x 16 samples x 10 solves at 1-2 NFE, 10-20 ms a sample (speed/speed.md)",
+        ("--out", "{results}/seeds.md"),
+        writes="seeds.md"),
 }
 
 
