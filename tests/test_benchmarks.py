@@ -135,16 +135,16 @@ def test_problem_block_with_the_fno_peer(tmp_path, png_pixels):
     assert problems_main(["--problem", "darcy", "--model", str(ckpt), "--data", str(data / "test.h5"),
                           "--count", "2", "--timing-count", "2", "--fno", str(peer), "--out", str(out)]) == 0
     rows = [line.split(" | ") for line in out.read_text().splitlines() if line.startswith("| ") and "---" not in line]
-    assert [r[0] for r in rows[1:8]] == ["| test split (threshold, tau = 3)", "| finer inclusions (threshold, tau = 6)",
+    assert [r[0] for r in rows[1:9]] == ["| test split (threshold, tau = 3)", "| finer inclusions (threshold, tau = 6)",
                                          "| log-normal", "| high contrast (threshold, a in {1, 100})",
                                          "| rough log-normal (alpha = 1.5, sigma = 2)", "| layered (bands, a in {1, 20})",
-                                         "| N = 34, threshold (trained at 17)"]
+                                         "| channelised (meanders, a in {1, 10})", "| N = 34, threshold (trained at 17)"]
     test = load_arrays(data / "test.h5", dtype=np.float64, limit=2)
     fno_err = np.mean(relative_l2(fno_peer.FNOPeer(peer).predict(test["a"]), test["u"]))
     assert float(rows[1][6].rstrip(" |")) == pytest.approx(fno_err, rel=1e-2, abs=1e-4)
-    assert all(float(r[5]) < 1e-3 for r in rows[1:8])  # five polish iterations from any start
-    assert [r[0] for r in rows[9:]] == ["| 17", "| 34"] and all(len(r) == 7 for r in rows[9:])
-    png_pixels(tmp_path / "darcy_gallery.png", 1350, round(3.4 * 90 * 7))
+    assert all(float(r[5]) < 1e-3 for r in rows[1:9])  # five polish iterations from any start
+    assert [r[0] for r in rows[10:]] == ["| 17", "| 34"] and all(len(r) == 7 for r in rows[10:])
+    png_pixels(tmp_path / "darcy_gallery.png", 1350, round(3.4 * 90 * 8))
     with pytest.raises(SystemExit) as bad:
         problems_main(["--problem", "darcy", "--model", str(ckpt), "--count", "0"])
     assert bad.value.code == 2

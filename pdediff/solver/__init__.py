@@ -44,8 +44,9 @@ class Solver:
     Attributes:
         fallback: None, or a second :class:`Solver` of the same problem: ``solve`` hands it
             the samples whose estimated error exceeds ``ROUTE_ABOVE`` (1 %) and keeps the
-            answer with the lower estimate (``info.models`` says whose). ``load_solver("darcy")``
-            sets ``darcy-broad`` (:data:`pdediff.models.FALLBACKS`); set it to None to turn this off.
+            answer with the lower estimate (``info.models`` says whose). ``load_solver`` sets
+            it for the shipped models in :data:`pdediff.models.FALLBACKS`; set it to None to
+            turn this off.
     """
 
     def __init__(self, denoiser, config: Config, norm: Normalisation, card: dict | None = None,

@@ -47,8 +47,8 @@ class SolveInfo:
             solution (``Problem.estimate_error``; empty for a problem without a residual or with
             ``estimate=False``).
         tol_met: with ``tol``, whether each sample's estimate reached it.
-        models: for a model with a ``fallback`` (e.g. ``load_solver("darcy")``), the model whose
-            answer each sample got: the one of the two with the lower estimated error.
+        models: for a model with a ``fallback`` (:data:`pdediff.models.FALLBACKS`), the model
+            whose answer each sample got: the one of the two with the lower estimated error.
     """
 
     nfe: int = 0
