@@ -93,11 +93,17 @@ class Normalisation:
         return self
 
 
-def channel_names(problem: Problem) -> list[str]:
-    """Names of the condition channels, in order."""
+#: The name of the operator-guess channel (``model.operator_input``).
+GUESS = "guess"
+
+
+def channel_names(problem: Problem, operator_input: bool = False) -> list[str]:
+    """Names of the condition channels, in order (the operator guess last, with ``operator_input``)."""
     names = list(problem.condition_fields)
     if problem.dirichlet_field is not None:
         names.append(MASK)
+    if operator_input:
+        names.append(GUESS)
     return names
 
 
@@ -182,12 +188,15 @@ def _safe(s: torch.Tensor) -> torch.Tensor:
     return torch.where(s == 0, torch.ones_like(s), s)
 
 
-def encode(problem: Problem, norm: Normalisation, fields: dict[str, torch.Tensor]):
+def encode(problem: Problem, norm: Normalisation, fields: dict[str, torch.Tensor], operator_input: bool = False):
     """Condition channels (B, C, N, N) and per-sample scales (B,) for fields of shape (B, N, N).
 
     Each field is zeroed where it does not act; Dirichlet data are put in the units of the
     normalised solution so that the denoiser can copy them onto the boundary ring; coefficients
-    enter as the logarithm of their ratio to the sample's geometric mean.
+    enter as the logarithm of their ratio to the sample's geometric mean. With
+    ``operator_input``, the last channel is the problem's operator guess
+    (:meth:`~pdediff.physics.problems.base.Problem.operator_guess`, one V-cycle step from zero)
+    in the units of the normalised solution: the network learns a correction to it.
     """
     fields = normalise_coefficients(problem, fields)
     s = sample_scale(problem, norm, fields)
@@ -204,6 +213,10 @@ def encode(problem: Problem, norm: Normalisation, fields: dict[str, torch.Tensor
     if problem.dirichlet_field is not None:
         ring = torch.tensor(boundary_mask(n), device=channels[0].device, dtype=channels[0].dtype)
         channels.append(ring.expand_as(channels[0]))
+    if operator_input:
+        given = [fields[k].detach().double().cpu().numpy() for k in problem.condition_fields]
+        guess = torch.as_tensor(problem.operator_guess(*given), device=channels[0].device, dtype=channels[0].dtype)
+        channels.append(encode_solution(norm, guess, s)[:, 0])
     return torch.stack(channels, dim=1), s
 
 

@@ -101,6 +101,10 @@ class ModelConfig:
     # the score as minus the gradient of a scalar energy E(x, sigma, c) (pdediff.maths.denoiser):
     # curl-free by construction, about 3x the cost of a direct model per evaluation
     energy: bool = False
+    # a forward model that also takes the problem's operator guess (one V-cycle step from zero,
+    # Problem.operator_guess) as its last condition channel, and learns a correction to it; a
+    # fine-tune from a model without it starts with zero weights on that channel
+    operator_input: bool = False
 
 
 @dataclass

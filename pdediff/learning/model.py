@@ -71,7 +71,8 @@ def build_denoiser(config: Config, problem: Problem, norm: Normalisation) -> Den
 def condition_names(config: Config, problem: Problem) -> list[str]:
     """The names of the condition channels of ``config``'s network (without the presence flag)."""
     joint = config.model.joint
-    return joint_channel_names(problem, joint, config.model.observe) if joint else channel_names(problem)
+    return (joint_channel_names(problem, joint, config.model.observe) if joint
+            else channel_names(problem, config.model.operator_input))
 
 
 def null_channels(config: Config, problem: Problem) -> tuple[int, ...]:
@@ -87,8 +88,12 @@ def network_channels(config: Config, problem: Problem) -> dict:
     a joint model (``model.joint``, checked here)."""
     joint = config.model.joint
     flag = int(config.model.cond_dropout > 0)  # the presence flag of the null condition
+    if config.model.operator_input and (joint or problem.guess_method is None):
+        raise ValueError(f"model.operator_input is set for {'a joint model' if joint else 'problem ' + repr(problem.name)}"
+                         f"; expected a forward model of a problem with an operator guess (guess_method), "
+                         f"or model.operator_input: false")
     if not joint:
-        return {"cond_channels": len(channel_names(problem)) + flag}
+        return {"cond_channels": len(channel_names(problem, config.model.operator_input)) + flag}
     joint = check_joint(problem, joint)
     return {"channels": len(joint), "cond_channels": len(joint_channel_names(problem, joint, config.model.observe)) + flag}
 

@@ -48,7 +48,7 @@ def energy(model, sigma: float = 0.05, **fields):
         batch = {k: (v[None] if single else v) for k, v in batch.items()}
         # float64 through the encoding: the per-sample scale keeps any magnitude in range
         t = {k: torch.as_tensor(v, dtype=torch.float64) for k, v in batch.items()}
-        cond, s = encode(model.problem, model.norm, t)
+        cond, s = encode(model.problem, model.norm, t, model.config.model.operator_input)
         x = encode_solution(model.norm, torch.as_tensor(solution, dtype=torch.float64).reshape(cond.shape[0], *cond.shape[-2:]), s)
         x, cond = x.to(model.device, model.dtype), cond.to(model.device, model.dtype)
     with torch.no_grad():

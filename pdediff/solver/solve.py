@@ -285,7 +285,7 @@ def sample(model, net_batch: dict[str, np.ndarray], sampler: str, steps: int, se
         stop = min(start + batch_size, count)
         chunk = {k: torch.as_tensor(v[start:stop], dtype=model.dtype, device=model.device)
                  for k, v in net_batch.items()}
-        cond, s = encode(model.problem, model.norm, chunk)
+        cond, s = encode(model.problem, model.norm, chunk, model.config.model.operator_input)
         cond = cond.contiguous(memory_format=model.memory_format)
         count_b = stop - start
         x = randn((count_b, 1, m, m), generators(seed, start, count_b, 0), model.device, model.dtype) * sigmas[0]

@@ -155,6 +155,11 @@ def _init_state(config: Config, path) -> tuple[dict, Normalisation | None]:
                          f"{mine.cond_dropout!r}: one network has the null condition's flag channel and the other "
                          "not; expected both zero or both positive")
     weights = source.denoiser.state_dict()
+    if mine.operator_input != theirs.operator_input:
+        if theirs.operator_input:
+            raise ValueError(f"train.init={str(path)!r} takes the operator guess as an input and this config does "
+                             "not (model.operator_input); expected a model without it")
+        weights = _add_operator_input(weights, config, source.problem)
     if mine.observe and not theirs.observe:
         weights = _add_observation_inputs(weights, config, source.problem)
     elif mine.observe != theirs.observe:
@@ -194,6 +199,27 @@ def _add_observation_inputs(weights: dict, config: Config, problem) -> dict:
             grown = w.new_zeros((w.shape[0], w.shape[1] + new, *w.shape[2:]))
             grown[:, :first] = w[:, :first]
             grown[:, first + new:] = w[:, first:]
+            w = grown
+        out[k] = w
+    return out
+
+
+def _add_operator_input(weights: dict, config: Config, problem) -> dict:
+    """Weights of a forward model extended to take the operator guess (``model.operator_input``):
+    the input layer gets zero weights for the new channel, the last condition (before the
+    coordinates and the null condition's flag), so the extended model starts as the one it came from."""
+    from pdediff.learning.model import network_channels
+
+    channels = network_channels(config, problem)
+    flag = int(config.model.cond_dropout > 0)
+    first = 1 + channels["cond_channels"] - 1 - flag  # x and the old conditions
+    out = {}
+    for k, w in weights.items():
+        if k.startswith("net.") and w.ndim == 4 and w.shape[1] - flag in (first, first + 2) and (
+                k.endswith("input_conv.weight") or k.endswith("lifting.0.weight")):
+            grown = w.new_zeros((w.shape[0], w.shape[1] + 1, *w.shape[2:]))
+            grown[:, :first] = w[:, :first]
+            grown[:, first + 1:] = w[:, first:]
             w = grown
         out[k] = w
     return out
@@ -550,7 +576,7 @@ class Trainer:
         fields = {k: v[idx].to(self.device) for k, v in self.data.items()}
         if self.config.model.joint:
             return self._joint_batch(fields, self.noise_gen)
-        cond, s = encode(self.problem, self.norm, fields)
+        cond, s = encode(self.problem, self.norm, fields, self.config.model.operator_input)
         x0 = encode_solution(self.norm, fields[self.problem.solution_field], s)
         return x0, cond
 

@@ -352,6 +352,24 @@ class Problem:
             estimate = _relative_change(solution, improved)
         return estimate, improved
 
+    #: The method of :meth:`operator_guess` (a name :meth:`estimate_step` knows); None: the
+    #: problem offers no guess (a network of it cannot take ``model.operator_input``).
+    guess_method: str | None = None
+
+    def operator_guess(self, *fields) -> np.ndarray:
+        """A cheap physics-based first answer (B, N, N): one step of :attr:`guess_method` from
+        zero (in the interior; the Dirichlet data on the ring). A network with
+        ``model.operator_input`` takes it as an input channel and learns the correction.
+
+        Raises:
+            ValueError: the problem offers no guess.
+        """
+        if self.guess_method is None:
+            raise ValueError(f"problem {self.name!r} offers no operator guess (guess_method is None); expected "
+                             "model.operator_input: false for it")
+        first = np.asarray(fields[0], dtype=np.float64)
+        return self.estimate_step(np.zeros_like(first), *fields, method=self.guess_method)
+
     def estimate_step(self, solution, *fields, method: str) -> np.ndarray:
         """One iteration of ``method`` from ``solution`` (see :meth:`estimate_error`); returns
         the improved solution."""

@@ -142,6 +142,8 @@ class Darcy(Problem):
     # but rebuilds its block hierarchy at every step: 16-70 % of the network on answers far off
     # (python -m benchmarks.tolerance --model darcy --count 16), so it is not the default
     estimate_method = "amg"
+    # the network's operator input: one batched V-cycle step from zero (no per-sample set-up)
+    guess_method = "vcycle"
     # reconstruct's residual step runs at every sampler call on coefficients that change from
     # call to call: the batched V-cycle needs no AMG set-up per sample (pyamg's Ruge-Stueben
     # set-up also complains on the extreme coefficients of noisy estimates)

@@ -108,6 +108,7 @@ class Poisson(Problem):
     # (python -m benchmarks.tolerance; pyamg's Gauss-Seidel cycle, "amg": 0.97-0.99), and its
     # cost is within the timing noise of the network where "amg" took 17 % (benchmarks.speed)
     estimate_method = "vcycle"
+    guess_method = "vcycle"  # one batched V-cycle-preconditioned CG step from zero
 
     # ------------------------------------------------------------------ operator
     def operator(self, n: int) -> sp.csc_matrix:
