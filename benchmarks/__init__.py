@@ -40,6 +40,16 @@ def write_report(out, name: str, lines: list[str], results: dict, draw, caption:
     print("\n".join(lines))
 
 
+def write_table(out, block: str, argv, lines: list[str]) -> None:
+    """Write the markdown ``lines`` to ``out`` atomically and record the command of ``block`` beside it."""
+    from pdediff.data.atomic import write_text
+
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_text(out, "\n".join(lines) + "\n")
+    record_command(out.parent, block, argv, [out])
+
+
 def git_commit() -> str:
     """The commit of the checkout pdediff is imported from, with ``(uncommitted changes)`` when
     tracked files outside ``benchmarks/results`` differ from it; ``unknown`` without git."""

@@ -15,13 +15,11 @@ from __future__ import annotations
 
 import argparse
 import time
-from pathlib import Path
 
 import numpy as np
 
-from benchmarks import record_command, results_dir
+from benchmarks import results_dir, write_table
 from benchmarks.problems import darcy_cases
-from pdediff.data.atomic import write_text
 from pdediff.physics import metrics
 from pdediff.physics.problems.darcy import clear_amg_cache
 
@@ -73,10 +71,7 @@ def main(argv=None) -> int:
         lines.append(f"| {name} | {cells[0]:.2%} | {cells[1]:.2%} | {cells[2]:.2%} | {share:.0%} | "
                      + " | ".join(f"{t:.1f}" for t in times) + " |")
         print(lines[-1], flush=True)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    write_text(out, "\n".join(lines) + "\n")
-    record_command(out.parent, "darcy_route", argv, [out])
+    write_table(args.out, "darcy_route", argv, lines)
     return 0
 
 

@@ -19,14 +19,12 @@ from __future__ import annotations
 
 import argparse
 import warnings
-from pathlib import Path
 from unittest import mock
 
 import numpy as np
 import torch
 
-from benchmarks import record_command, results_dir
-from pdediff.data.atomic import write_text
+from benchmarks import results_dir, write_table
 from pdediff.data.cases import cases_for, grid_options
 from pdediff.physics import metrics
 
@@ -76,10 +74,7 @@ def main(argv=None) -> int:
             cells.append(f"{float(np.mean(metrics.relative_l2(zero, ref))):.2%} / 0")
         lines.append(f"| {case.title(name, solver.grid_size)} | " + " | ".join(cells) + " |")
         print(lines[-1], flush=True)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    write_text(out, "\n".join(lines) + "\n")
-    record_command(out.parent, "seeds", argv, [out])
+    write_table(args.out, "seeds", argv, lines)
     return 0
 
 

@@ -385,3 +385,28 @@ def test_cfg_benchmark_reports_the_unguided_error_at_w_zero(tiny_dataset, tmp_pa
     assert np.isclose(results["0.0"]["phi"], np.mean(metrics.relative_l2(phi, test["phi"])), rtol=1e-12)
     assert results["1.0"]["phi"] != results["0.0"]["phi"]
     assert "| phi |" in (tmp_path / "out" / "cfg.md").read_text() and (tmp_path / "out" / "cfg.png").stat().st_size
+
+
+def test_darcy_route_reports_each_model_and_the_routed_solver(tmp_path):
+    from benchmarks.darcy_route import main
+
+    out = tmp_path / "darcy_route.md"
+    assert main(["--count", "2", "--out", str(out)]) == 0
+    rows = [line.strip("| ").split(" | ") for line in out.read_text().splitlines()
+            if line.startswith("| ") and "---" not in line][1:]
+    assert len(rows) == 8 and (tmp_path / "COMMAND").is_file()
+    for row in rows:
+        darcy, broad, routed, share = (float(v.rstrip("%")) / 100 for v in row[1:5])
+        # each sample keeps the answer with the lower estimate, and estimates read 0.9-1.0 of the truth
+        assert routed <= 1.1 * max(darcy, broad) and 0 <= share <= 1
+    assert float(rows[0][4].rstrip("%")) == 0  # the classic law stays with darcy
+
+
+def test_seeds_block_reports_every_case_and_start(tmp_path):
+    from benchmarks.seeds import main
+
+    out = tmp_path / "seeds.md"
+    assert main(["--count", "1", "--out", str(out)]) == 0
+    rows = [line for line in out.read_text().splitlines() if line.startswith("| ") and "---" not in line][1:]
+    assert len(rows) == 9 and all(row.count("/") == 6 for row in rows)
+    assert all(cell.rstrip(" |").endswith("/ 0") for row in rows for cell in (row.split(" | ")[3], row.split(" | ")[6]))

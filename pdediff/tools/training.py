@@ -191,17 +191,7 @@ def _add_observation_inputs(weights: dict, config: Config, problem) -> dict:
     channels = network_channels(config, problem)
     new = 2 * channels["channels"]
     flag = int(config.model.cond_dropout > 0)  # the null condition's flag follows the observations
-    first = channels["channels"] + channels["cond_channels"] - new - flag  # x and the old conditions
-    out = {}
-    for k, w in weights.items():
-        if k.startswith("net.") and w.ndim == 4 and w.shape[1] - flag in (first, first + 2) and (
-                k.endswith("input_conv.weight") or k.endswith("lifting.0.weight")):
-            grown = w.new_zeros((w.shape[0], w.shape[1] + new, *w.shape[2:]))
-            grown[:, :first] = w[:, :first]
-            grown[:, first + new:] = w[:, first:]
-            w = grown
-        out[k] = w
-    return out
+    return _grow_input(weights, channels["channels"] + channels["cond_channels"] - new - flag, new, flag)
 
 
 def _add_operator_input(weights: dict, config: Config, problem) -> dict:
@@ -210,16 +200,20 @@ def _add_operator_input(weights: dict, config: Config, problem) -> dict:
     coordinates and the null condition's flag), so the extended model starts as the one it came from."""
     from pdediff.learning.model import network_channels
 
-    channels = network_channels(config, problem)
     flag = int(config.model.cond_dropout > 0)
-    first = 1 + channels["cond_channels"] - 1 - flag  # x and the old conditions
+    return _grow_input(weights, 1 + network_channels(config, problem)["cond_channels"] - 1 - flag, 1, flag)
+
+
+def _grow_input(weights: dict, first: int, new: int, flag: int) -> dict:
+    """``weights`` with ``new`` zero input channels inserted after the first ``first`` of the
+    network's input layer (the U-Net's ``input_conv``, the FNO's lifting)."""
     out = {}
     for k, w in weights.items():
         if k.startswith("net.") and w.ndim == 4 and w.shape[1] - flag in (first, first + 2) and (
                 k.endswith("input_conv.weight") or k.endswith("lifting.0.weight")):
-            grown = w.new_zeros((w.shape[0], w.shape[1] + 1, *w.shape[2:]))
+            grown = w.new_zeros((w.shape[0], w.shape[1] + new, *w.shape[2:]))
             grown[:, :first] = w[:, :first]
-            grown[:, first + 1:] = w[:, first:]
+            grown[:, first + new:] = w[:, first:]
             w = grown
         out[k] = w
     return out
