@@ -175,6 +175,15 @@ BLOCKS: dict[str, Block] = {
         "estimated: 9 cases x 16 samples x 10 solves at 1-2 NFE, 10-20 ms a sample (speed/speed.md)",
         ("--out", "{results}/seeds.md"),
         writes="seeds.md"),
+    "time_to_tolerance": Block(
+        "benchmarks.time_to_tolerance",
+        "Time to 1e-4 and 1e-6 for every problem at N = 64, 128, 256: the shipped model with its polish "
+        "against DST, LU, AMG-CG with set-up, V-cycle PCG and AMG-MINRES from zero",
+        "6 min",
+        "estimated: 3 problems x 3 grids x 64 samples, LU a sample at N = 256 and the network at 20-50 ms a "
+        "sample (problems/darcy.md, speed/speed.md)",
+        ("--out", "{results}/time_to_tolerance.md"),
+        writes="time_to_tolerance.md"),
 }
 
 

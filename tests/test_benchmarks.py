@@ -288,6 +288,28 @@ def test_tolerance_benchmark_reads_estimates_and_reaches_tolerances(tiny_dataset
     png_pixels(out / "estimate_vs_true.png", 540, 495)
 
 
+def test_time_to_tolerance_reaches_both_tolerances_on_every_route(tmp_path):
+    from benchmarks.time_to_tolerance import main as ttt_main
+
+    out = tmp_path / "ttt.md"
+    assert ttt_main(["--count", "2", "--sizes", "64,96", "--out", str(out)]) == 0
+    text = out.read_text()
+    tables = [t for t in text.split("## ")[1:]]
+    assert [t.split()[0] for t in tables] == ["poisson", "darcy", "helmholtz"]
+    for table in tables:
+        rows = [line.strip("| ").split(" | ") for line in table.splitlines() if line.startswith("| ") and "---" not in line]
+        head, body = rows[0], rows[1:]
+        assert [r[:2] for r in body] == [["64", "0.0001"], ["64", "1e-06"], ["96", "0.0001"], ["96", "1e-06"]]
+        for r in body:
+            for cell in r[3:-2]:  # every route and method: "ms (worst true error[, iterations])"
+                worst = float(cell.split("(")[1].split(",")[0].rstrip(")"))
+                assert worst <= float(r[1]), (head, r)
+            assert r[-2] in head and float(r[-1].rstrip("x")) > 0
+    with pytest.raises(SystemExit) as exc:
+        ttt_main(["--problems", "heat", "--out", str(out)])
+    assert exc.value.code == 2
+
+
 def test_evaluate_prints_the_error_of_a_split(tiny_dataset, tmp_path, capsys):
     from benchmarks.evaluate import main as evaluate_main
 

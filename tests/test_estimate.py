@@ -130,3 +130,29 @@ def test_bad_tol(solver, tol):  # noqa: F811
         solver.solve(rho, g, tol=1e-4, estimate=False)
     with pytest.raises(ValueError, match=r"estimate='yes' is invalid; expected True or False"):
         solver.solve(rho, g, estimate="yes")
+
+
+@pytest.mark.parametrize("case", list(_cases()))
+@pytest.mark.parametrize("method", ["default", "amg", "vcycle"])
+@pytest.mark.parametrize("tol", [1e-4, 1e-7])
+def test_polish_to_tolerance_reaches_it_in_fewer_iterations_than_restarts(case, method, tol):
+    from pdediff.physics.problems.base import Problem
+
+    problem, fields = _cases()[case]
+    if method == "vcycle" and problem.name not in ("poisson", "darcy"):
+        pytest.skip("no batched V-cycle")
+    if method != "default" and (method == problem.estimate_method or problem.name == "helmholtz"):
+        pytest.skip("the problem's default: measured as 'default'")
+    method = problem.estimate_method if method == "default" else method
+    exact = problem.reference_solve(*fields)
+    scale = np.sqrt(np.mean(exact**2, axis=(1, 2)))[:, None, None]
+    for size in (1e-1, 0.0):  # a network-like start, and zeros (the classical solve from zero)
+        start = exact + size * scale * _perturbations(exact.shape[-1], len(exact), 1) if size else 0 * exact
+        u, est, iters = problem.polish_to_tolerance(start, *fields, tol=tol, maxiter=200, method=method)
+        assert np.all(est <= tol) and np.all(iters >= 1)
+        assert np.all(metrics.relative_l2(u, exact) <= tol), (case, metrics.relative_l2(u, exact))
+        assert np.all(iters <= (8 if tol > 1e-6 else 12) + 4 * (problem.name == "helmholtz")), iters
+        if size:  # the restarted iteration (one step at a time) needs at least as many
+            _, est_r, iters_r = Problem.polish_to_tolerance(problem, start, *fields, tol=tol, maxiter=200,
+                                                            method=method)
+            assert np.all(iters <= iters_r) and np.all(est_r <= tol), (iters, iters_r)

@@ -90,3 +90,73 @@ def pcg_step(a: sp.spmatrix, preconditioner, b: np.ndarray, x0: np.ndarray, segm
     zaz = np.einsum("sij,sij->sj", z.reshape(shape), az.reshape(shape))
     alpha = np.divide(rz, zaz, out=np.zeros_like(rz), where=zaz > 0)
     return x0 + (alpha[:, None, :] * z.reshape(shape)).reshape(z.shape)
+
+
+def pcg(a, preconditioner, b: np.ndarray, x0: np.ndarray, tol: float, maxiter: int,
+        segments: int = 1, fixed=0.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Preconditioned conjugate gradients from ``x0`` for every column of ``b`` (n, B), each
+    system stopped on its own once a step is small: ||x_{k+1} - x_k|| <= tol ||x_{k+1}||.
+
+    A step of a well-preconditioned CG (a multigrid V-cycle contracts the error about tenfold an
+    iteration) is about the error of the iterate it starts from, so the answer returned is one
+    iteration past the first whose error read <= tol, and the last step's relative size is an
+    upper estimate of its error. Its first step is :func:`pcg_step`'s, the error estimate's.
+
+    Args:
+        a: the (n, n) operator (anything with ``@``), symmetric positive definite.
+        preconditioner: ``r -> M r`` on (n, B) blocks, symmetric positive definite.
+        b, x0: (n, B) right-hand sides and starts.
+        tol: the relative step that stops a system, > 0.
+        maxiter: the most iterations of any system.
+        segments: the rows are that many independent systems of equal size stacked (a
+            block-diagonal ``a``), each with its own step lengths.
+        fixed: the squared norm of each system's part that does not iterate (e.g. a field's
+            Dirichlet ring), counted in the size of its answer; a scalar or (segments, B).
+
+    Returns:
+        ``(x, iterations, step)``: the iterates (n, B), and per system (segments, B) the
+        iterations taken and the last step's relative size (0 for a system with b = 0 and
+        x0 = 0, which takes none).
+    """
+    shape = (segments, -1, b.shape[-1])
+
+    def dot(u, v):
+        return np.einsum("sij,sij->sj", u.reshape(shape), v.reshape(shape))
+
+    def norm(u):
+        return np.sqrt(dot(u, u))
+
+    def scale(c, u):  # each system's rows of u (n, B) times its c (segments, B)
+        return (c[:, None, :] * u.reshape(shape)).reshape(u.shape)
+
+    x = np.array(x0, dtype=np.float64, copy=True)
+    r = b - a @ x
+    z = preconditioner(r)
+    p = z.copy()
+    rz = dot(r, z)
+    iterations = np.zeros((segments, b.shape[-1]), dtype=np.int64)
+    step = np.zeros((segments, b.shape[-1]))
+    active = rz > 0
+    for _ in range(int(maxiter)):
+        if not active.any():
+            break
+        ap = a @ p
+        pap = dot(p, ap)
+        alpha = np.divide(rz, pap, out=np.zeros_like(rz), where=active & (pap > 0))
+        dx = scale(alpha, p)
+        x += dx
+        with np.errstate(divide="ignore", invalid="ignore"):
+            size = np.where(active, norm(dx) / np.sqrt(dot(x, x) + fixed), step)
+        step = np.where(active, np.nan_to_num(size, nan=0.0, posinf=np.inf), step)
+        iterations += active
+        active &= (step > tol) & (alpha != 0)
+        if not active.any():
+            break
+        r -= scale(alpha, ap)
+        z = preconditioner(r)
+        rz_new = dot(r, z)
+        beta = np.divide(rz_new, rz, out=np.zeros_like(rz), where=active & (rz > 0))
+        active &= rz_new > 0
+        p = z + scale(beta, p)
+        rz = rz_new
+    return x, iterations, step

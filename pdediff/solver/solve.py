@@ -94,11 +94,14 @@ def solve(model, *fields, sampler: str | None = None, steps: int | None = None, 
             Dirichlet data transferred edge by edge, and phi prolonged by a bicubic spline,
             then set to g on the ring. The solution operator smooths, so the coarse answer
             loses little; ``polish`` then acts on the requested grid.
-        tol: polish, one iteration at a time and only the samples that need it, until each
-            sample's estimated relative error is <= tol (at most TOL_MAX_ITERATIONS
-            iterations; a sample that does not get there is reported in ``info.tol_met`` and
-            by an AccuracyWarning), and then one iteration more (the estimate's own, already
-            computed: ``info.error_estimate`` is then an upper bound). None: no such polish.
+        tol: polish only the samples whose estimate exceeds tol, by one continued run of the
+            problem's preconditioned iteration from the network's answer
+            (``Problem.polish_to_tolerance``; conjugate gradients with a multigrid V-cycle for
+            Poisson and Darcy), each sample stopped once an iteration changes it by <= tol of
+            its size, which is one iteration past the answer whose error read tol: the
+            returned ``info.error_estimate`` (that last change) is an upper estimate. At most
+            TOL_MAX_ITERATIONS iterations; a sample that does not get there is reported in
+            ``info.tol_met`` and by an AccuracyWarning. None: no such polish.
         estimate: estimate each sample's error (``info.error_estimate``) and warn
             (AccuracyWarning) when any exceeds 5 %; it costs one iteration of the problem's
             preconditioned iterative method. False: neither (``tol`` needs it).
@@ -190,7 +193,7 @@ def route(model, out: np.ndarray, batch: dict[str, np.ndarray], m: int, seed: in
 def estimate_error(model, out: np.ndarray, batch: dict[str, np.ndarray], tol: float | None,
               info: SolveInfo, known: tuple | None = None) -> np.ndarray:
     """Estimate each sample's error (or take ``known``, the ``(estimate, improved)`` of ``out``);
-    with ``tol``, polish the samples above it one iteration at a time. Fills ``info`` and warns;
+    with ``tol``, polish the samples above it (``Problem.polish_to_tolerance``). Fills ``info`` and warns;
     returns the answer (B, N, N)."""
     names = model.problem.condition_fields
     count = len(out)
@@ -199,22 +202,12 @@ def estimate_error(model, out: np.ndarray, batch: dict[str, np.ndarray], tol: fl
     iters = np.array(info.polish_iterations or [0] * count, dtype=np.int64)
     if tol is not None:
         out = out.copy()
-        spent = 0
         need = np.flatnonzero(est > tol)
-        while len(need) and spent < TOL_MAX_ITERATIONS:
-            out[need] = improved[need]  # the iteration the estimate took
-            iters[need] += 1
-            e, imp = model.problem.estimate_error(out[need], *(batch[k][need] for k in names))
-            est[need], improved[need] = np.atleast_1d(e), imp
-            spent += 1
+        if len(need):  # one continued run from the network's answer (Problem.polish_to_tolerance)
+            u, e, it = model.problem.polish_to_tolerance(out[need], *(batch[k][need] for k in names), tol=tol,
+                                                         maxiter=TOL_MAX_ITERATIONS)
+            out[need], est[need], iters[need] = u, np.atleast_1d(e), iters[need] + np.atleast_1d(it)
             need = need[est[need] > tol]
-        # a polished sample is returned one iteration past the answer whose estimate met tol:
-        # that iteration is already computed, and it leaves a few per cent of the error that
-        # the estimate read (an estimate reads 0.9-1.0 of the truth; its estimate, kept in
-        # info, is then an upper bound)
-        done = np.flatnonzero((iters > 0) & (est <= tol))
-        out[done] = improved[done]
-        iters[done] += 1
         info.tol_met = [bool(e <= tol) for e in est]
         if len(need):
             warnings.warn(f"tol={tol:g} was not reached for {len(need)} of {count} samples after "

@@ -352,6 +352,40 @@ class Problem:
             estimate = _relative_change(solution, improved)
         return estimate, improved
 
+    def polish_to_tolerance(self, solution, *fields, tol: float, maxiter: int,
+                            method: str | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Iterate each sample from ``solution`` until its estimated relative error is <= ``tol``,
+        and one iteration more (the one whose size read the error): ``solve(tol=...)``'s polish.
+
+        Here, :meth:`estimate_error` restarted one iteration at a time (an exact ``"fast"``
+        step stops after one); a problem with a preconditioned conjugate-gradient method
+        overrides it with one continued run (:func:`pdediff.maths.multigrid.pcg`), which needs
+        fewer iterations and builds its operator and preconditioner once.
+
+        Returns:
+            ``(u, estimate, iterations)`` per sample: the answers (B, N, N), the estimate of each
+            (the last iteration's relative size: an upper estimate of the answer's error) and
+            the iterations taken; a sample whose estimate is still above ``tol`` after
+            ``maxiter`` iterations has ``estimate > tol``.
+        """
+        method = method or self.estimate_method
+        out = np.array(solution, dtype=np.float64, copy=True)
+        count = len(out)
+        est, improved = self.estimate_error(out, *fields, method=method)
+        est = np.atleast_1d(est).astype(np.float64)
+        iters = np.ones(count, dtype=np.int64)
+        need = np.flatnonzero(est > tol)
+        for _ in range(int(maxiter) - 1):
+            if not len(need):
+                break
+            out[need] = improved[need]
+            iters[need] += 1
+            picked = [None if f is None else np.broadcast_to(f, out.shape)[need] for f in fields]
+            e, imp = self.estimate_error(out[need], *picked, method=method)
+            est[need], improved[need] = np.atleast_1d(e), imp
+            need = need[est[need] > tol]
+        return improved, est, iters
+
     #: The method of :meth:`operator_guess` (a name :meth:`estimate_step` knows); None: the
     #: problem offers no guess (a network of it cannot take ``model.operator_input``).
     guess_method: str | None = None

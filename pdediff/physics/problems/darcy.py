@@ -316,6 +316,48 @@ class Darcy(Problem):
         x1 = pcg_step(block, cycle, b, x0, segments=count)
         return self._assemble(x1.reshape(a[..., 1:-1, 1:-1].shape), g)
 
+    def polish_to_tolerance(self, solution, a, f=None, g=None, *, tol: float, maxiter: int,
+                            method: str | None = None):
+        """One continued conjugate-gradient run a sample, each stopped once its step is <= ``tol``
+        of its answer (:func:`pdediff.maths.multigrid.pcg`): ``"amg"``, preconditioned by the
+        sample's AMG V-cycle (cached, :func:`cached_amg_preconditioner`); ``"vcycle"``, the whole
+        batch at once with the batched Galerkin V-cycle of :meth:`estimate_step` (built once);
+        ``"cg"``, unpreconditioned."""
+        from pdediff.maths.multigrid import BatchedVCycle, pcg
+
+        method = method or self.estimate_method
+        if method not in (*ITERATIVE, "vcycle"):
+            raise ValueError(f"method={method!r} is unknown; expected one of {sorted([*ITERATIVE, 'vcycle'])}")
+        a, f, g = self._inputs(a, f, g)
+        u0 = _like("solution", solution, a, "a")
+        n = a.shape[-1]
+        flat_a = a.reshape(-1, n, n)
+        count = len(flat_a)
+        b = self.rhs(a, f, g).reshape(count, -1)
+        x0 = u0[..., 1:-1, 1:-1].reshape(count, -1)
+        ring = np.sum(np.where(boundary_mask(n), g, 0.0).reshape(count, n, n) ** 2, axis=(-2, -1))
+        out = np.empty_like(b)
+        iters = np.zeros(count, dtype=np.int64)
+        step = np.zeros(count)
+        if method == "vcycle" and count:
+            block = sp.block_diag([self.operator(flat_a[k]) for k in range(count)], format="csr")
+            eye = sp.identity(count, format="csr")
+            cycle = BatchedVCycle.galerkin(block, [sp.kron(eye, lvl.P, format="csr")
+                                                   for lvl in laplacian_hierarchy(n).levels[:-1]])
+            x, it, st = pcg(block, cycle, b.reshape(-1, 1), x0.reshape(-1, 1), tol, maxiter, segments=count,
+                            fixed=ring[:, None])
+            out, iters, step = x.reshape(count, -1), it[:, 0], st[:, 0]
+        else:
+            for k in range(count):
+                mat = sp.csr_matrix(self.operator(flat_a[k]))
+                m = ITERATIVE[method](mat)
+                apply = (lambda r: r) if m is None else (lambda r, m=m: m @ r)
+                x, it, st = pcg(mat, apply, b[k][:, None], x0[k][:, None], tol, maxiter, fixed=ring[k])
+                out[k], iters[k], step[k] = x[:, 0], it[0, 0], st[0, 0]
+        u = self._assemble(out.reshape(a[..., 1:-1, 1:-1].shape), g)
+        shape = a.shape[:-2]
+        return check_finite("u", u), step.reshape(shape), iters.reshape(shape)
+
 
 def _check_iteration_limits(maxiter, rtol) -> None:
     if not isinstance(maxiter, (int, np.integer)) or isinstance(maxiter, bool) or maxiter < 0:

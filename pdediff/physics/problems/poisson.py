@@ -304,6 +304,33 @@ class Poisson(Problem):
         u1 = pcg_step(laplacian_hierarchy(n).levels[0].A, _batched_vcycle(n), b, u0)
         return self._assemble(u1.T.reshape(rho[..., 1:-1, 1:-1].shape) * m, g)
 
+    def polish_to_tolerance(self, solution, rho, g=None, *, tol: float, maxiter: int, method: str | None = None):
+        """``"vcycle"``: one continued conjugate-gradient run for the whole batch, preconditioned
+        by the batched V-cycle, each sample stopped once its step is <= ``tol`` of its answer
+        (:func:`pdediff.maths.multigrid.pcg`); other methods as :meth:`Problem.polish_to_tolerance`."""
+        method = method or self.estimate_method
+        if method != "vcycle":
+            return super().polish_to_tolerance(solution, rho, g, tol=tol, maxiter=maxiter, method=method)
+        from pdediff.maths.multigrid import pcg
+
+        rho, g = self._inputs(rho, g)
+        phi = as_field("solution", solution, like=rho)
+        rho_s, g_s, m = self._scaled(rho, g)
+        n = rho.shape[-1]
+        size = (n - 2) ** 2
+        b = self.rhs(rho_s, g_s).reshape(-1, size).T
+        with np.errstate(over="ignore", invalid="ignore"):
+            u0 = (np.asarray(phi, dtype=np.float64) / m)[..., 1:-1, 1:-1].reshape(-1, size).T
+        if not np.all(np.isfinite(u0)):
+            raise ValueError("solution is not finite after scaling by its sample's rho and g; expected a finite "
+                             "solution of the size of the exact one")
+        ring = np.sum(np.where(boundary_mask(n), g_s, 0.0) ** 2, axis=(-2, -1)).reshape(1, -1)
+        u, iters, step = pcg(laplacian_hierarchy(n).levels[0].A, _batched_vcycle(n), b, u0, tol, maxiter,
+                             fixed=ring)
+        shape = rho.shape[:-2]
+        phi = self._assemble(u.T.reshape(rho[..., 1:-1, 1:-1].shape) * m, g)
+        return check_finite("phi", phi), step.reshape(shape), iters.reshape(shape)
+
 
 def _cg(a, b, x0, maxiter: int, rtol: float, preconditioner=None):
     """SciPy's (preconditioned) conjugate gradients from ``x0``; returns (x, iterations used).
