@@ -142,7 +142,10 @@ def solve(model, *fields, sampler: str | None = None, steps: int | None = None, 
     known = None
     if getattr(model, "fallback", None) is not None and estimate and model.problem.offers_residual and not cfg \
             and count:
-        out, known = route(model, out, batch, m, seed, batch_size, guidance, progress, info, explicit)
+        if tol is None:
+            out, known = route(model, out, batch, m, seed, batch_size, guidance, progress, info, explicit)
+        else:  # the polish reaches tol from either answer; a second network costs more than it saves
+            info.models = [model.name or "model"] * count
     if polish > 0 and count:
         out, iters = model.problem.iterative_solve(out, *(batch[k] for k in model.problem.condition_fields),
                                                   maxiter=polish, rtol=0.0, method=polish_method)
@@ -193,27 +196,24 @@ def route(model, out: np.ndarray, batch: dict[str, np.ndarray], m: int, seed: in
 def estimate_error(model, out: np.ndarray, batch: dict[str, np.ndarray], tol: float | None,
               info: SolveInfo, known: tuple | None = None) -> np.ndarray:
     """Estimate each sample's error (or take ``known``, the ``(estimate, improved)`` of ``out``);
-    with ``tol``, polish the samples above it (``Problem.polish_to_tolerance``). Fills ``info`` and warns;
-    returns the answer (B, N, N)."""
+    with ``tol``, polish every sample to it instead (``Problem.polish_to_tolerance``, whose first
+    iteration is the estimate). Fills ``info`` and warns; returns the answer (B, N, N)."""
     names = model.problem.condition_fields
     count = len(out)
-    est, improved = known if known is not None else model.problem.estimate_error(out, *(batch[k] for k in names))
-    est = np.atleast_1d(est).astype(np.float64)
     iters = np.array(info.polish_iterations or [0] * count, dtype=np.int64)
     if tol is not None:
-        out = out.copy()
+        out, est, it = model.problem.polish_to_tolerance(out, *(batch[k] for k in names), tol=tol,
+                                                         maxiter=TOL_MAX_ITERATIONS, method=model.problem.polish_method)
+        est, iters = np.atleast_1d(est).astype(np.float64), iters + np.atleast_1d(it)
         need = np.flatnonzero(est > tol)
-        if len(need):  # one continued run from the network's answer (Problem.polish_to_tolerance)
-            u, e, it = model.problem.polish_to_tolerance(out[need], *(batch[k][need] for k in names), tol=tol,
-                                                         maxiter=TOL_MAX_ITERATIONS)
-            out[need], est[need], iters[need] = u, np.atleast_1d(e), iters[need] + np.atleast_1d(it)
-            need = need[est[need] > tol]
         info.tol_met = [bool(e <= tol) for e in est]
         if len(need):
             warnings.warn(f"tol={tol:g} was not reached for {len(need)} of {count} samples after "
                           f"{TOL_MAX_ITERATIONS} iterations of polish (estimates up to {est.max():.2e}); "
                           "see info.tol_met and info.error_estimate", AccuracyWarning, stacklevel=3)
     else:
+        est, _ = known if known is not None else model.problem.estimate_error(out, *(batch[k] for k in names))
+        est = np.atleast_1d(est).astype(np.float64)
         high = est > WARN_ABOVE
         if high.any():
             warnings.warn(f"{int(high.sum())} of {count} samples have an estimated error above "

@@ -352,6 +352,9 @@ class Problem:
             estimate = _relative_change(solution, improved)
         return estimate, improved
 
+    #: The method of :meth:`polish_to_tolerance` in ``solve(tol=...)``; None: :attr:`estimate_method`.
+    polish_method: str | None = None
+
     def polish_to_tolerance(self, solution, *fields, tol: float, maxiter: int,
                             method: str | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Iterate each sample from ``solution`` until its estimated relative error is <= ``tol``,
@@ -368,7 +371,7 @@ class Problem:
             the iterations taken; a sample whose estimate is still above ``tol`` after
             ``maxiter`` iterations has ``estimate > tol``.
         """
-        method = method or self.estimate_method
+        method = method or self.polish_method or self.estimate_method
         out = np.array(solution, dtype=np.float64, copy=True)
         count = len(out)
         est, improved = self.estimate_error(out, *fields, method=method)

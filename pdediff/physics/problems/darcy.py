@@ -142,6 +142,10 @@ class Darcy(Problem):
     # but rebuilds its block hierarchy at every step: 16-70 % of the network on answers far off
     # (python -m benchmarks.tolerance --model darcy --count 16), so it is not the default
     estimate_method = "amg"
+    # solve(tol=)'s polish: one continued CG run for the whole batch with the batched V-cycle
+    # (set up once; no per-sample AMG), several times faster than AMG-CG with its per-sample set-up
+    # (python -m benchmarks.time_to_tolerance)
+    polish_method = "vcycle"
     # the network's operator input: one batched V-cycle step from zero (no per-sample set-up)
     guess_method = "vcycle"
     # reconstruct's residual step runs at every sampler call on coefficients that change from
@@ -325,7 +329,7 @@ class Darcy(Problem):
         ``"cg"``, unpreconditioned."""
         from pdediff.maths.multigrid import BatchedVCycle, pcg
 
-        method = method or self.estimate_method
+        method = method or self.polish_method or self.estimate_method
         if method not in (*ITERATIVE, "vcycle"):
             raise ValueError(f"method={method!r} is unknown; expected one of {sorted([*ITERATIVE, 'vcycle'])}")
         a, f, g = self._inputs(a, f, g)

@@ -308,7 +308,7 @@ class Poisson(Problem):
         """``"vcycle"``: one continued conjugate-gradient run for the whole batch, preconditioned
         by the batched V-cycle, each sample stopped once its step is <= ``tol`` of its answer
         (:func:`pdediff.maths.multigrid.pcg`); other methods as :meth:`Problem.polish_to_tolerance`."""
-        method = method or self.estimate_method
+        method = method or self.polish_method or self.estimate_method
         if method != "vcycle":
             return super().polish_to_tolerance(solution, rho, g, tol=tol, maxiter=maxiter, method=method)
         from pdediff.maths.multigrid import pcg
