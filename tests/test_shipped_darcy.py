@@ -81,3 +81,15 @@ def test_samples_it_answers_poorly_go_to_darcy_broad(solver):
     err, err_alone = metrics.relative_l2(u, ref), metrics.relative_l2(alone, ref)
     assert np.mean(err) < 0.5 * np.mean(err_alone)
     assert np.mean(err) < 0.05
+
+
+def test_with_tol_there_is_no_routing_and_every_sample_meets_it(solver):
+    """With tol the polish reaches it from darcy's own answer: darcy-broad is never run, and
+    every true error is within tol (log-normal coefficients, where darcy alone is far off)."""
+    a = fresh(LogNormalField(), solver.grid_size)
+    ref = solver.problem.reference_solve(a)
+    for tol in (1e-4, 1e-6):
+        u, info = solver.solve(a, tol=tol, return_info=True)
+        assert info.models == ["darcy"] * len(a) and info.tol_met == [True] * len(a)
+        assert np.all(metrics.relative_l2(u, ref) <= tol) and max(info.error_estimate) <= tol
+        assert info.nfe == solver.config.model.steps  # one network, not two
