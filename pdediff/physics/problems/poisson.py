@@ -290,19 +290,25 @@ class Poisson(Problem):
             return super().estimate_step(solution, *fields, method=method)
         from pdediff.maths.multigrid import pcg_step
 
+        rho, g, b, u0, _, m = self._columns(solution, *fields)
+        n = rho.shape[-1]
+        u1 = pcg_step(laplacian_hierarchy(n).levels[0].A, _batched_vcycle(n), b, u0)
+        return self._assemble(u1.T.reshape(rho[..., 1:-1, 1:-1].shape) * m, g)
+
+    def _columns(self, solution, *fields):
+        """The batch as columns of the interior system: ``(rho, g, b, u0, g_s, m)`` with b and
+        the start u0 of shape ((N-2)^2, B), scaled by each sample's magnitude m (g_s: g scaled)."""
         rho, g = self._inputs(*fields)
         phi = as_field("solution", solution, like=rho)
         rho_s, g_s, m = self._scaled(rho, g)
-        n = rho.shape[-1]
-        size = (n - 2) ** 2
+        size = (rho.shape[-1] - 2) ** 2
         b = self.rhs(rho_s, g_s).reshape(-1, size).T
         with np.errstate(over="ignore", invalid="ignore"):
             u0 = (np.asarray(phi, dtype=np.float64) / m)[..., 1:-1, 1:-1].reshape(-1, size).T
         if not np.all(np.isfinite(u0)):
             raise ValueError("solution is not finite after scaling by its sample's rho and g; expected a finite "
                              "solution of the size of the exact one")
-        u1 = pcg_step(laplacian_hierarchy(n).levels[0].A, _batched_vcycle(n), b, u0)
-        return self._assemble(u1.T.reshape(rho[..., 1:-1, 1:-1].shape) * m, g)
+        return rho, g, b, u0, g_s, m
 
     def polish_to_tolerance(self, solution, rho, g=None, *, tol: float, maxiter: int, method: str | None = None):
         """``"vcycle"``: one continued conjugate-gradient run for the whole batch, preconditioned
@@ -313,17 +319,8 @@ class Poisson(Problem):
             return super().polish_to_tolerance(solution, rho, g, tol=tol, maxiter=maxiter, method=method)
         from pdediff.maths.multigrid import pcg
 
-        rho, g = self._inputs(rho, g)
-        phi = as_field("solution", solution, like=rho)
-        rho_s, g_s, m = self._scaled(rho, g)
+        rho, g, b, u0, g_s, m = self._columns(solution, rho, g)
         n = rho.shape[-1]
-        size = (n - 2) ** 2
-        b = self.rhs(rho_s, g_s).reshape(-1, size).T
-        with np.errstate(over="ignore", invalid="ignore"):
-            u0 = (np.asarray(phi, dtype=np.float64) / m)[..., 1:-1, 1:-1].reshape(-1, size).T
-        if not np.all(np.isfinite(u0)):
-            raise ValueError("solution is not finite after scaling by its sample's rho and g; expected a finite "
-                             "solution of the size of the exact one")
         ring = np.sum(np.where(boundary_mask(n), g_s, 0.0) ** 2, axis=(-2, -1)).reshape(1, -1)
         u, iters, step = pcg(laplacian_hierarchy(n).levels[0].A, _batched_vcycle(n), b, u0, tol, maxiter,
                              fixed=ring)
