@@ -94,10 +94,10 @@ def solve(model, *fields, sampler: str | None = None, steps: int | None = None, 
             Dirichlet data transferred edge by edge, and phi prolonged by a bicubic spline,
             then set to g on the ring. The solution operator smooths, so the coarse answer
             loses little; ``polish`` then acts on the requested grid.
-        tol: polish only the samples whose estimate exceeds tol, by one continued run of the
+        tol: polish every sample (its first iteration is the estimate) by one continued run of the
             problem's preconditioned iteration from the network's answer
-            (``Problem.polish_to_tolerance``; conjugate gradients with a multigrid V-cycle for
-            Poisson and Darcy), each sample stopped once an iteration changes it by <= tol of
+            (``Problem.polish_to_tolerance``; e.g. conjugate gradients with a multigrid
+            V-cycle), each sample stopped once an iteration changes it by <= tol of
             its size, which is one iteration past the answer whose error read tol: the
             returned ``info.error_estimate`` (that last change) is an upper estimate. At most
             TOL_MAX_ITERATIONS iterations; a sample that does not get there is reported in

@@ -31,6 +31,7 @@ LONG: dict[str, str] = {
     "physics/sources.py": "the source and boundary families (SOURCES)",
     "tools/training.py": "the training loop: run folder, resume, DDP, validation",
     "data/dataset.py": "reading datasets: files, shards, external cards, xarray and torch views",
+    "physics/problems/base.py": "the Problem contract: fields, operator, residual, estimate, polish to tolerance, guess",
 }
 LONG_MAX = 800
 SHORT_MAX = 500
