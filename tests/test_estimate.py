@@ -156,3 +156,14 @@ def test_polish_to_tolerance_reaches_it_in_fewer_iterations_than_restarts(case, 
             _, est_r, iters_r = Problem.polish_to_tolerance(problem, start, *fields, tol=tol, maxiter=200,
                                                             method=method)
             assert np.all(iters <= iters_r) and np.all(est_r <= tol), (iters, iters_r)
+
+
+@pytest.mark.parametrize("case", ["poisson", "darcy threshold", "helmholtz k = 8"])
+@pytest.mark.parametrize("bad", [{"tol": 0.0}, {"tol": float("nan")}, {"tol": "1e-4"}, {"maxiter": 0},
+                                 {"maxiter": 2.5}])
+def test_polish_to_tolerance_refuses_bad_limits(case, bad):
+    problem, fields = _cases(count=1)[case]
+    kwargs = {"tol": 1e-4, "maxiter": 10, **bad}
+    name = next(iter(bad))
+    with pytest.raises(ValueError, match=rf"{name}=.* is invalid; expected"):
+        problem.polish_to_tolerance(np.zeros_like(fields[0]), *fields, **kwargs)

@@ -145,9 +145,9 @@ def pcg(a, preconditioner, b: np.ndarray, x0: np.ndarray, tol: float, maxiter: i
         alpha = np.divide(rz, pap, out=np.zeros_like(rz), where=active & (pap > 0))
         dx = scale(alpha, p)
         x += dx
-        with np.errstate(divide="ignore", invalid="ignore"):
-            size = np.where(active, norm(dx) / np.sqrt(dot(x, x) + fixed), step)
-        step = np.where(active, np.nan_to_num(size, nan=0.0, posinf=np.inf), step)
+        with np.errstate(divide="ignore", invalid="ignore"):  # 0 / 0: a zero answer, nothing moved
+            step = np.where(active, np.nan_to_num(norm(dx) / np.sqrt(dot(x, x) + fixed), nan=0.0, posinf=np.inf),
+                            step)
         iterations += active
         active &= (step > tol) & (alpha != 0)
         if not active.any():

@@ -371,6 +371,7 @@ class Problem:
             the iterations taken; a sample whose estimate is still above ``tol`` after
             ``maxiter`` iterations has ``estimate > tol``.
         """
+        check_polish_limits(tol, maxiter)
         method = method or self.polish_method or self.estimate_method
         out = np.array(solution, dtype=np.float64, copy=True)
         count = len(out)
@@ -506,6 +507,14 @@ def data_problem(base: Problem, card: dict) -> Problem:
                              base.field(k).family) for k in names)
     return DataDriven(base, fields, (card["solution_field"],),
                       f"the card's {grid.get('kind')!r} grid is not pdediff's node grid")
+
+
+def check_polish_limits(tol, maxiter) -> None:
+    """Validate :meth:`Problem.polish_to_tolerance`'s ``tol`` (finite, > 0) and ``maxiter`` (an int >= 1)."""
+    if isinstance(tol, bool) or not isinstance(tol, (int, float, np.floating)) or not 0 < tol < np.inf:
+        raise ValueError(f"tol={tol!r} is invalid; expected a finite number > 0")
+    if isinstance(maxiter, bool) or not isinstance(maxiter, (int, np.integer)) or maxiter < 1:
+        raise ValueError(f"maxiter={maxiter!r} is invalid; expected an integer >= 1")
 
 
 #: An estimate above this takes further steps (see :meth:`Problem.estimate_error`).

@@ -25,7 +25,7 @@ import numpy as np
 import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 
-from pdediff.physics.problems.base import (COEFFICIENT, DIRICHLET, SOURCE, FieldSpec, Problem, as_field, boundary_mask, check_finite,
+from pdediff.physics.problems.base import (check_polish_limits, COEFFICIENT, DIRICHLET, SOURCE, FieldSpec, Problem, as_field, boundary_mask, check_finite,
                                    relative_norm)
 from pdediff.physics.problems.poisson import _cg, laplacian_hierarchy
 
@@ -304,21 +304,29 @@ class Darcy(Problem):
         :meth:`Problem.estimate_step`."""
         if method != "vcycle":
             return super().estimate_step(solution, *fields, method=method)
-        from pdediff.maths.multigrid import BatchedVCycle, pcg_step
+        from pdediff.maths.multigrid import pcg_step
 
         a, f, g = self._inputs(*fields)
         u0 = _like("solution", solution, a, "a")
         n = a.shape[-1]
         flat_a = a.reshape(-1, n, n)
         count = len(flat_a)
-        block = sp.block_diag([self.operator(flat_a[k]) for k in range(count)], format="csr")
-        eye = sp.identity(count, format="csr")
-        cycle = BatchedVCycle.galerkin(block, [sp.kron(eye, lvl.P, format="csr")
-                                               for lvl in laplacian_hierarchy(n).levels[:-1]])
+        block, cycle = self._batched_cycle(flat_a)
         b = self.rhs(a, f, g).reshape(-1, 1)
         x0 = u0[..., 1:-1, 1:-1].reshape(-1, 1)
         x1 = pcg_step(block, cycle, b, x0, segments=count)
         return self._assemble(x1.reshape(a[..., 1:-1, 1:-1].shape), g)
+
+    def _batched_cycle(self, flat_a: np.ndarray):
+        """The block-diagonal operator of a batch of coefficients (B, N, N) and its V-cycle on the
+        Laplacian's AMG interpolations with Galerkin coarse operators (built once, no per-sample set-up)."""
+        from pdediff.maths.multigrid import BatchedVCycle
+
+        count, n = len(flat_a), flat_a.shape[-1]
+        block = sp.block_diag([self.operator(flat_a[k]) for k in range(count)], format="csr")
+        eye = sp.identity(count, format="csr")
+        return block, BatchedVCycle.galerkin(block, [sp.kron(eye, lvl.P, format="csr")
+                                                     for lvl in laplacian_hierarchy(n).levels[:-1]])
 
     def polish_to_tolerance(self, solution, a, f=None, g=None, *, tol: float, maxiter: int,
                             method: str | None = None):
@@ -327,8 +335,9 @@ class Darcy(Problem):
         sample's AMG V-cycle (cached, :func:`cached_amg_preconditioner`); ``"vcycle"``, the whole
         batch at once with the batched Galerkin V-cycle of :meth:`estimate_step` (built once);
         ``"cg"``, unpreconditioned."""
-        from pdediff.maths.multigrid import BatchedVCycle, pcg
+        from pdediff.maths.multigrid import pcg
 
+        check_polish_limits(tol, maxiter)
         method = method or self.polish_method or self.estimate_method
         if method not in (*ITERATIVE, "vcycle"):
             raise ValueError(f"method={method!r} is unknown; expected one of {sorted([*ITERATIVE, 'vcycle'])}")
@@ -344,10 +353,7 @@ class Darcy(Problem):
         iters = np.zeros(count, dtype=np.int64)
         step = np.zeros(count)
         if method == "vcycle" and count:
-            block = sp.block_diag([self.operator(flat_a[k]) for k in range(count)], format="csr")
-            eye = sp.identity(count, format="csr")
-            cycle = BatchedVCycle.galerkin(block, [sp.kron(eye, lvl.P, format="csr")
-                                                   for lvl in laplacian_hierarchy(n).levels[:-1]])
+            block, cycle = self._batched_cycle(flat_a)
             x, it, st = pcg(block, cycle, b.reshape(-1, 1), x0.reshape(-1, 1), tol, maxiter, segments=count,
                             fixed=ring[:, None])
             out, iters, step = x.reshape(count, -1), it[:, 0], st[:, 0]

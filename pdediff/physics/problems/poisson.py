@@ -15,7 +15,7 @@ import scipy.fft
 import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 
-from pdediff.physics.problems.base import (DIRICHLET, SOURCE, FieldSpec, Grid, Problem, as_field, boundary_mask, relative_norm,
+from pdediff.physics.problems.base import (check_polish_limits, DIRICHLET, SOURCE, FieldSpec, Grid, Problem, as_field, boundary_mask, relative_norm,
                                    check_finite, sample_magnitude)
 
 
@@ -319,6 +319,7 @@ class Poisson(Problem):
             return super().polish_to_tolerance(solution, rho, g, tol=tol, maxiter=maxiter, method=method)
         from pdediff.maths.multigrid import pcg
 
+        check_polish_limits(tol, maxiter)
         rho, g, b, u0, g_s, m = self._columns(solution, rho, g)
         n = rho.shape[-1]
         ring = np.sum(np.where(boundary_mask(n), g_s, 0.0) ** 2, axis=(-2, -1)).reshape(1, -1)
