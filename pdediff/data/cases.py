@@ -110,24 +110,24 @@ class Case:
 #: (``python -m benchmarks`` and ``python -m benchmarks.families``; README) with a margin.
 CASES: dict[str, dict[str, Case]] = {
     DEFAULT_PROBLEM: {
-        # the shipped model (default64-spectrum2) on each check's samples, 1 NFE; bounds with a margin
-        # in distribution; measured 0.0090 on the check's 8 samples (issue 5's target: 1 %)
-        "test split": Case("blobs,grf", "zero,smooth", test_split=True, check=Check(0.02, seed=77, count=8)),
-        # Gaussians 1-2 nodes wide; measured 0.027 (the model before the spectrum fine-tuning: 0.061)
-        "point charges & dipoles": Case("point_dipoles", "zero,smooth", check=Check(0.06, seed=81, count=16)),
-        # measured 0.0094
-        "disks & rectangles": Case("disks_rects", "zero,smooth", check=Check(0.03, seed=80, count=16)),
-        # white noise to 1/f, in the training mixture; measured 0.0165
-        "rough random fields": Case("rough", "zero,smooth", check=Check(0.04, seed=82, count=16)),
-        # out of distribution (the nearest training families are wider): measured 0.016, 0.065,
-        # 0.11 and 0.45 (checkerboards of 2-node blocks are beyond what the network resolves; the
+        # the shipped model (poisson64-operator, 2 NFE) on each check's samples; bounds about twice
+        # the measured figure. In distribution: measured 0.0061 on the check's 8 samples (issue 5's target: 1 %)
+        "test split": Case("blobs,grf", "zero,smooth", test_split=True, check=Check(0.012, seed=77, count=8)),
+        # Gaussians 1-2 nodes wide; measured 0.018 (the model before the spectrum fine-tuning: 0.061)
+        "point charges & dipoles": Case("point_dipoles", "zero,smooth", check=Check(0.035, seed=81, count=16)),
+        # measured 0.0077
+        "disks & rectangles": Case("disks_rects", "zero,smooth", check=Check(0.015, seed=80, count=16)),
+        # white noise to 1/f, in the training mixture; measured 0.0106
+        "rough random fields": Case("rough", "zero,smooth", check=Check(0.02, seed=82, count=16)),
+        # out of distribution (the nearest training families are wider): measured 0.0087, 0.042,
+        # 0.079 and 0.36 (checkerboards of 2-node blocks are beyond what the network resolves; the
         # error estimate flags them)
-        "line charges": Case("lines", "zero,smooth", check=Check(0.04, seed=83, count=16)),
-        "short waves (k 4-10)": Case("waves", "zero,smooth", check=Check(0.15, seed=84, count=16)),
-        "single-node charges": Case("deltas", "zero,smooth", check=Check(0.25, seed=85, count=16)),
-        "checkerboards": Case("checkerboard", "zero,smooth", check=Check(0.9, seed=86, count=16)),
-        # twice the training grid; measured 0.0048 on 4 samples at N = 128 (issue 5's target: 5 %)
-        "finer grid": Case("blobs,grf", "zero,smooth", grid_factor=2, check=Check(0.02, seed=79, count=4)),
+        "line charges": Case("lines", "zero,smooth", check=Check(0.02, seed=83, count=16)),
+        "short waves (k 4-10)": Case("waves", "zero,smooth", check=Check(0.08, seed=84, count=16)),
+        "single-node charges": Case("deltas", "zero,smooth", check=Check(0.15, seed=85, count=16)),
+        "checkerboards": Case("checkerboard", "zero,smooth", check=Check(0.6, seed=86, count=16)),
+        # twice the training grid; measured 0.0030 on 4 samples at N = 128 (issue 5's target: 5 %)
+        "finer grid": Case("blobs,grf", "zero,smooth", grid_factor=2, check=Check(0.01, seed=79, count=4)),
     },
 }
 
