@@ -43,7 +43,7 @@ def fresh(solver):
 def test_shipped_model_loads_with_its_card(solver):
     assert solver.grid_size == 64
     # fine-tuned on 16,000 pairs of the spectrum mixture (configs/default64-spectrum*.yaml), then grown to take
-    # the operator guess and fine-tuned again (configs/experiments/poisson64-operator.yaml)
+    # the operator guess and fine-tuned again (configs/poisson64-operator.yaml)
     assert solver.card["problem"] == "poisson" == solver.problem.name == DEFAULT_PROBLEM
     assert solver.card["counts"]["train"] >= 16000
     assert solver.card["source"] == "blobs,grf,rough,plane_waves,point_charges,segments,cells"
