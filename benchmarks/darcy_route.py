@@ -1,13 +1,15 @@
-"""One Darcy model for every coefficient law: ``load_solver("darcy")`` hands the samples whose
-estimated error exceeds 1 % to ``darcy-broad`` and keeps the better answer; this measures it.
+"""One Darcy model for every coefficient law: the Darcy models side by side, and
+``load_solver("darcy")`` as shipped, which hands the samples whose estimated error exceeds 1 % to
+its fallback model (if it has one) and keeps the better answer.
 
-    python -m benchmarks.darcy_route [--count 64]
+    python -m benchmarks.darcy_route [--count 64] [--models darcy,darcy-broad,runs/NAME/checkpoint.safetensors]
 
 For each case of ``benchmarks.problems`` for Darcy (the classic thresholded law, finer inclusions,
 log-normal, high contrast, rough log-normal, layered and channelised media; fresh draws, f = 1,
-g = 0) and one with a random source and Dirichlet data: the mean relative L2 error of ``darcy``
-alone, ``darcy-broad`` alone and the routed solver, the share of samples routed, and the time a
-sample of each (network and error estimate, its AMG set-up included; batch of up to 64, one run). Writes
+g = 0) and one with a random source and Dirichlet data: the mean relative L2 error of each model
+of ``--models`` alone (shipped names or checkpoint paths), of the routed solver and the share of
+samples it routed (only when ``load_solver("darcy")`` has a fallback), and the time a sample of
+each (network and error estimate, its AMG set-up included; batch of up to 64, one run). Writes
 ``benchmarks/results/darcy_route/darcy_route.md`` (``--out``) with the command in ``COMMAND``.
 """
 
@@ -40,36 +42,55 @@ def main(argv=None) -> int:
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--count", type=int, default=64, help="samples a case")
+    p.add_argument("--models", default="darcy,darcy-broad",
+                   help="comma list of Darcy models to solve alone: shipped names or checkpoint paths")
     p.add_argument("--out", default=str(results_dir("darcy_route") / "darcy_route.md"))
     args = p.parse_args(argv)
+    if args.count < 1:
+        p.error(f"--count={args.count}; expected an integer >= 1")
+    names = [m.strip() for m in args.models.split(",") if m.strip()]
+    if not names:
+        p.error(f"--models={args.models!r} names no model; expected a comma list such as darcy,darcy-broad")
     warnings.simplefilter("ignore", pdediff.AccuracyWarning)  # the table reports the errors
+    try:
+        alone = {name: pdediff.load_solver(name) for name in names}
+    except ValueError as exc:
+        p.error(f"--models={args.models!r}: {exc}")
+    for name, solver in alone.items():
+        if solver.problem.name != "darcy":
+            p.error(f"--models: {name!r} is a {solver.problem.name!r} model; expected Darcy models")
+        solver.fallback = None
     routed = pdediff.load_solver("darcy")
-    alone = {"darcy": pdediff.load_solver("darcy"), "darcy-broad": pdediff.load_solver("darcy-broad")}
-    alone["darcy"].fallback = None
-    problem, n = routed.problem, routed.grid_size
-    lines = [f"# One Darcy model for every law: `python -m benchmarks.darcy_route --count {args.count}`", "",
+    routed = routed if routed.fallback is not None else None
+    problem, n = next(iter(alone.values())).problem, next(iter(alone.values())).grid_size
+    solvers = list(alone.values()) + ([routed] if routed else [])
+    titles = names + (["routed"] if routed else [])
+    route_note = (" routed: `load_solver(\"darcy\")`, which hands samples whose estimated error exceeds 1 % to "
+                  f"`{routed.fallback.name}` and keeps the answer with the lower estimate." if routed else "")
+    lines = [f"# One Darcy model for every law: `python -m benchmarks.darcy_route --count {args.count}"
+             + (f" --models {args.models}" if argv and "--models" in argv else "") + "`", "",
              f"Mean relative L2 error against the sparse LU, {args.count} fresh samples a case at N = {n}, each "
-             "model's default sampling; routed: `load_solver(\"darcy\")`, which hands samples whose estimated "
-             "error exceeds 1 % to `darcy-broad` and keeps the answer with the lower estimate. Time: ms a "
-             "sample with the error estimate (batch of up to 64, one run, this machine).", "",
-             "| case | darcy | darcy-broad | routed | routed to darcy-broad | ms darcy | ms darcy-broad | ms routed |",
-             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+             f"model's default sampling.{route_note} Time: ms a sample with the error estimate (batch of up to 64, "
+             "one run, this machine).", "",
+             "| case | " + " | ".join(titles) + (" | routed to the fallback" if routed else "") + " | "
+             + " | ".join(f"ms {t}" for t in titles) + " |",
+             "| --- |" + " ---: |" * (2 * len(titles) + bool(routed))]
     print("\n".join(lines), flush=True)
     every = cases(problem, n, args.count)
-    for solver in (*alone.values(), routed):  # warm-up: the first call's one-off costs are not timed
+    for solver in solvers:  # warm-up: the first call's one-off costs are not timed
         solver.solve(**{k: v[:2] for k, v in every["log-normal"].items()}, return_info=True)
     for name, fields in every.items():
         ref = problem.reference_solve(**fields)
         cells, times = [], []
-        for solver in (alone["darcy"], alone["darcy-broad"], routed):
+        for solver in solvers:
             clear_amg_cache()  # each solve sets up its estimate's AMG hierarchies itself
             t0 = time.perf_counter()
             u, info = solver.solve(**fields, return_info=True)
             times.append(1e3 * (time.perf_counter() - t0) / len(ref))
-            cells.append(float(np.mean(metrics.relative_l2(u, ref))))
-        share = np.mean([m == "darcy-broad" for m in info.models])
-        lines.append(f"| {name} | {cells[0]:.2%} | {cells[1]:.2%} | {cells[2]:.2%} | {share:.0%} | "
-                     + " | ".join(f"{t:.1f}" for t in times) + " |")
+            cells.append(f"{float(np.mean(metrics.relative_l2(u, ref))):.2%}")
+        if routed:
+            cells.append(f"{np.mean([m == routed.fallback.name for m in info.models]):.0%}")
+        lines.append(f"| {name} | " + " | ".join(cells) + " | " + " | ".join(f"{t:.1f}" for t in times) + " |")
         print(lines[-1], flush=True)
     write_table(args.out, "darcy_route", argv, lines)
     return 0
