@@ -56,7 +56,7 @@ BLOCKS: dict[str, Block] = {
     "speed": Block(
         "benchmarks.speed",
         "CPU throughput of the shipped Poisson model: layout, NFE, estimate, threads, inference_mode, "
-        "torch.compile; old and new defaults side by side",
+        "torch.compile; the levers side by side",
         "2.5 min",
         "estimated: 7 passes over 7 settings at the per-sample times of speed/speed.md; --compile adds about "
         "1 min, 52 s measured there",

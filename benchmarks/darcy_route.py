@@ -8,8 +8,9 @@ For each case of ``benchmarks.problems`` for Darcy (the classic thresholded law,
 log-normal, high contrast, rough log-normal, layered and channelised media; fresh draws, f = 1,
 g = 0) and one with a random source and Dirichlet data: the mean relative L2 error of each model
 of ``--models`` alone (shipped names or checkpoint paths), of the routed solver and the share of
-samples it routed (only when ``load_solver("darcy")`` has a fallback), and the time a sample of
-each (network and error estimate, its AMG set-up included; batch of up to 64, one run). Writes
+samples it routed (only when ``load_solver("darcy")`` has a fallback), the operator's own guess
+alone (one V-cycle-preconditioned CG step from zero, ``Problem.operator_guess``: the input of a
+model with ``model.operator_input``), and the time a sample of each (network and error estimate, its AMG set-up included; batch of up to 64, one run). Writes
 ``benchmarks/results/darcy_route/darcy_route.md`` (``--out``) with the command in ``COMMAND``.
 """
 
@@ -65,16 +66,16 @@ def main(argv=None) -> int:
     problem, n = next(iter(alone.values())).problem, next(iter(alone.values())).grid_size
     solvers = list(alone.values()) + ([routed] if routed else [])
     titles = names + (["routed"] if routed else [])
-    route_note = (" routed: `load_solver(\"darcy\")`, which hands samples whose estimated error exceeds 1 % to "
+    route_note = (" Routed: `load_solver(\"darcy\")`, which hands samples whose estimated error exceeds 1 % to "
                   f"`{routed.fallback.name}` and keeps the answer with the lower estimate." if routed else "")
     lines = [f"# One Darcy model for every law: `python -m benchmarks.darcy_route --count {args.count}"
              + (f" --models {args.models}" if argv and "--models" in argv else "") + "`", "",
              f"Mean relative L2 error against the sparse LU, {args.count} fresh samples a case at N = {n}, each "
              f"model's default sampling.{route_note} Time: ms a sample with the error estimate (batch of up to 64, "
              "one run, this machine).", "",
-             "| case | " + " | ".join(titles) + (" | routed to the fallback" if routed else "") + " | "
-             + " | ".join(f"ms {t}" for t in titles) + " |",
-             "| --- |" + " ---: |" * (2 * len(titles) + bool(routed))]
+             "| case | " + " | ".join(titles) + (" | routed to the fallback" if routed else "")
+             + " | operator guess alone | " + " | ".join(f"ms {t}" for t in titles) + " |",
+             "| --- |" + " ---: |" * (2 * len(titles) + bool(routed) + 1)]
     print("\n".join(lines), flush=True)
     every = cases(problem, n, args.count)
     for solver in solvers:  # warm-up: the first call's one-off costs are not timed
@@ -90,6 +91,8 @@ def main(argv=None) -> int:
             cells.append(f"{float(np.mean(metrics.relative_l2(u, ref))):.2%}")
         if routed:
             cells.append(f"{np.mean([m == routed.fallback.name for m in info.models]):.0%}")
+        guess = problem.operator_guess(*(fields.get(k) for k in problem.condition_fields))
+        cells.append(f"{float(np.mean(metrics.relative_l2(guess, ref))):.2%}")
         lines.append(f"| {name} | " + " | ".join(cells) + " | " + " | ".join(f"{t:.1f}" for t in times) + " |")
         print(lines[-1], flush=True)
     write_table(args.out, "darcy_route", argv, lines)

@@ -1,5 +1,4 @@
-"""CPU throughput of the shipped Poisson model: the levers one by one, old and new defaults side
-by side in one run.
+"""CPU throughput of the shipped Poisson model: the levers one by one, side by side in one run.
 
     python -m benchmarks.speed [--samples 128] [--rounds 5] [--compile]
 
@@ -8,12 +7,15 @@ the settings take turns, round after round, and each row reports the median over
 time per sample, so that a machine whose load changes during the run slows every row alike.
 Rows:
 
-* the old default: Euler with 2 noise levels (2 NFE), the default memory layout, no estimate;
-* channels-last layout; 1 NFE; the error estimate (batched V-cycle step, and the per-sample
+* the first row, the baseline: Euler with 2 noise levels (2 NFE), the default memory layout, no
+  estimate (the default before the speed work of issue 12);
+* channels-last layout; 1 or 2 NFE; the error estimate (batched V-cycle step, and the per-sample
   Gauss-Seidel AMG step it replaced); one thread instead of all;
-* the new default: 1 NFE, channels-last, the batched estimate (``solver.solve(**fields)``);
+* the default: the model's own number of noise levels, channels-last, the batched estimate
+  (``solver.solve(**fields)``);
 * the network alone: ``torch.no_grad`` against ``torch.inference_mode``, and with ``--compile``
-  ``torch.compile`` (its compile time reported apart).
+  ``torch.compile`` (its compile time reported apart); for a model with ``model.operator_input``,
+  the operator guess alone (one V-cycle-preconditioned CG step on the batch).
 
 Writes ``benchmarks/results/speed/speed.md`` (``--out``), with the command in ``COMMAND`` beside it.
 """
@@ -59,14 +61,16 @@ def settings(solver, fields: dict) -> dict:
                 _layout(solver, cl)
         return go
 
+    d = int(solver.config.model.steps)
     return {
-        "old default: Euler 2 NFE, default layout, no estimate": run(2, plain, False),
+        "baseline: Euler 2 NFE, default layout, no estimate": run(2, plain, False),
         "2 NFE, channels-last": run(2, cl, False),
         "1 NFE, default layout": run(1, plain, False),
         "1 NFE, channels-last": run(1, cl, False),
-        "1 NFE, channels-last, per-sample AMG estimate": run(1, cl, True, method="amg"),
-        "new default: 1 NFE, channels-last, batched V-cycle estimate": run(1, cl, True),
-        "new default on 1 thread": run(1, cl, True, threads=1),
+        "1 NFE, channels-last, batched V-cycle estimate": run(1, cl, True),
+        f"default: {d} NFE, channels-last, per-sample AMG estimate": run(d, cl, True, method="amg"),
+        f"default: {d} NFE, channels-last, batched V-cycle estimate": run(d, cl, True),
+        "default on 1 thread": run(d, cl, True, threads=1),
     }
 
 
@@ -75,7 +79,8 @@ def network_settings(solver, fields: dict, compile_it: bool) -> tuple[dict, floa
     from pdediff.learning.conditioning import encode
 
     batch = {k: torch.as_tensor(v[:64], dtype=solver.dtype) for k, v in fields.items()}
-    cond, _ = encode(solver.problem, solver.norm, batch)
+    operator_input = solver.config.model.operator_input
+    cond, _ = encode(solver.problem, solver.norm, batch, operator_input)
     cond = cond.contiguous(memory_format=torch.channels_last)
     x = (torch.randn((len(cond), 1) + cond.shape[-2:]) * solver.config.model.sigma_max).contiguous(
         memory_format=torch.channels_last)
@@ -89,6 +94,9 @@ def network_settings(solver, fields: dict, compile_it: bool) -> tuple[dict, floa
         return go
 
     out = {"network, no_grad": call(net, torch.no_grad), "network, inference_mode": call(net, torch.inference_mode)}
+    if operator_input:
+        given = [fields[k][:64] for k in solver.problem.condition_fields]
+        out["the operator guess alone (one V-cycle CG step)"] = lambda: solver.problem.operator_guess(*given)
     compile_s = None
     if compile_it:
         compiled = torch.compile(net)
@@ -143,7 +151,7 @@ def main(argv=None) -> int:
         f"Shipped Poisson model, N = 64, batch 64, {args.samples} samples of the test law a setting, "
         f"median of {args.rounds} interleaved rounds; {platform.processor() or platform.machine()}, "
         f"torch {torch.__version__}, {torch.get_num_threads()} threads.", "",
-        "| setting | ms per sample | speed-up over the old default | mean rel L2 |",
+        "| setting | ms per sample | speed-up over the baseline | mean rel L2 |",
         "| --- | ---: | ---: | ---: |",
     ]
     for name, t in per_sample.items():

@@ -232,7 +232,7 @@ def test_a_block_writes_into_its_folder_with_the_command(monkeypatch, tmp_path):
     monkeypatch.setattr(benchmarks, "RESULTS", tmp_path)
     assert entry.main(["speed", "--samples", "2", "--rounds", "1"]) == 0
     assert sorted(p.name for p in (tmp_path / "speed").iterdir()) == ["COMMAND", "speed.md"]  # no temporary left
-    assert "| new default: 1 NFE, channels-last, batched V-cycle estimate |" in (tmp_path / "speed" / "speed.md").read_text()
+    assert "| default: 2 NFE, channels-last, batched V-cycle estimate |" in (tmp_path / "speed" / "speed.md").read_text()
     [entry_] = benchmarks._entries((tmp_path / "speed" / "COMMAND").read_text())
     command, *meta = entry_["lines"]
     assert shlex.split(command) == ["python", "-m", "benchmarks.speed", "--samples", "2", "--rounds", "1"]
@@ -339,12 +339,14 @@ def test_speed_benchmark_times_old_and_new_side_by_side(tmp_path):
     assert speed_main(["--samples", "2", "--rounds", "1", "--out", str(out)]) == 0
     rows = {r[0][2:]: r[1:] for r in (line.split(" | ") for line in out.read_text().splitlines())
             if r[0].startswith("| ") and "---" not in r[1]}
-    old = rows["old default: Euler 2 NFE, default layout, no estimate"]
+    old = rows["baseline: Euler 2 NFE, default layout, no estimate"]
     assert old[1] == "1.00x"
-    new = rows["new default: 1 NFE, channels-last, batched V-cycle estimate"]
+    new = rows["default: 2 NFE, channels-last, batched V-cycle estimate"]  # the shipped model's 2 NFE
     # the layout and the estimate change the cost, never the answer
-    assert new[2] == rows["1 NFE, channels-last"][2] == rows["1 NFE, default layout"][2]
-    assert old[2] == rows["2 NFE, channels-last"][2]
+    assert rows["1 NFE, channels-last, batched V-cycle estimate"][2] == rows["1 NFE, channels-last"][2] \
+        == rows["1 NFE, default layout"][2]
+    assert old[2] == rows["2 NFE, channels-last"][2] == new[2] == rows["default on 1 thread"][2]
+    assert float(rows["the operator guess alone (one V-cycle CG step)"][0]) > 0
     assert float(rows["network, inference_mode"][0]) > 0
     with pytest.raises(SystemExit) as bad:
         speed_main(["--samples", "0"])
@@ -420,10 +422,11 @@ def test_darcy_route_reports_each_model_and_the_routed_solver(tmp_path):
     rows = [line.strip("| ").split(" | ") for line in lines if line.startswith("| ") and "---" not in line][1:]
     assert len(rows) == 8 and (tmp_path / "COMMAND").is_file()
     if pdediff.load_solver("darcy").fallback is None:  # one model for every law: no routed column
-        assert "routed" not in header and all(len(row) == 5 for row in rows)
+        assert "routed" not in header and all(len(row) == 6 for row in rows)
         return
     for row in rows:
-        darcy, broad, routed, share = (float(v.rstrip("%")) / 100 for v in row[1:5])
+        darcy, broad, routed, share, guess = (float(v.rstrip("%")) / 100 for v in row[1:6])
+        assert 0 < guess < 1  # one V-cycle CG step from zero: part of the way
         # each sample keeps the answer with the lower estimate, and estimates read 0.9-1.0 of the truth
         assert routed <= 1.1 * max(darcy, broad) and 0 <= share <= 1
     assert float(rows[0][4].rstrip("%")) == 0  # the classic law stays with darcy

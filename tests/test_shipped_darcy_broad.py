@@ -15,10 +15,10 @@ from pdediff.physics.problems import Grid
 NAME = "darcy-broad"
 pytestmark = pytest.mark.skipif(NAME not in MODELS, reason="no shipped model of this name")
 
-CASES = {  # family, bound on the mean relative L2 error over 8 fresh samples
-    "classic law": (ThresholdField(), 0.06),  # measured 2.7 % (64 samples),
-    "log-normal": (LogNormalField(), 0.06),  # measured 2.4 %,
-    "high contrast 1:100": (ThresholdField(high=100.0, low=1.0), 0.15),  # measured 8.8 %,
+CASES = {  # family, bound on the mean relative L2 error over 8 fresh samples (about twice the measured)
+    "classic law": (ThresholdField(), 0.03),  # measured 1.37 % on these 8, 1.48 % on 64 (darcy_route.md)
+    "log-normal": (LogNormalField(), 0.035),  # measured 1.64 %, 1.45 % on 64
+    "high contrast 1:100": (ThresholdField(high=100.0, low=1.0), 0.1),  # measured 5.1 %, 6.4 % on 64
 }
 
 
@@ -46,6 +46,13 @@ def test_random_sources_and_boundary_data(solver):
     ref = solver.problem.reference_solve(**fields)
     u = solver.solve(**fields)
     err = metrics.relative_l2(u, ref)
-    assert np.mean(err) < 0.15  # measured 7.1 % on these 8 (blobs or grf f, smooth g, log-normal a)
+    assert np.mean(err) < 0.08  # measured 3.9 % on these 8 (blobs or grf f, smooth g, log-normal a)
     ring = Grid(64).boundary_mask
     np.testing.assert_array_equal(u[:, ring], fields["g"][:, ring])
+
+
+def test_it_reads_the_operator_guess_and_came_from_the_broad_mixture(solver):
+    """Stage 2 (configs/darcy64-operator.yaml): the first stage grown by the guess channel."""
+    assert solver.config.model.operator_input and solver.config.name == "darcy64-operator"
+    assert solver.card["coefficient"] == "threshold,broad-threshold,broad-lognormal"
+    assert solver.config.train.relative_floor == 0.1

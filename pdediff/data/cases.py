@@ -110,23 +110,23 @@ class Case:
 #: (``python -m benchmarks`` and ``python -m benchmarks.families``; README) with a margin.
 CASES: dict[str, dict[str, Case]] = {
     DEFAULT_PROBLEM: {
-        # the shipped model (poisson64-operator, 2 NFE) on each check's samples; bounds about twice
-        # the measured figure. In distribution: measured 0.0061 on the check's 8 samples (issue 5's target: 1 %)
+        # the shipped model (poisson64-operator2, 2 NFE) on each check's samples; bounds about twice
+        # the measured figure. In distribution: measured 0.0057 on the check's 8 samples (issue 5's target: 1 %)
         "test split": Case("blobs,grf", "zero,smooth", test_split=True, check=Check(0.012, seed=77, count=8)),
-        # Gaussians 1-2 nodes wide; measured 0.018 (the model before the spectrum fine-tuning: 0.061)
+        # Gaussians 1-2 nodes wide; measured 0.016 (the model before the spectrum fine-tuning: 0.061)
         "point charges & dipoles": Case("point_dipoles", "zero,smooth", check=Check(0.035, seed=81, count=16)),
-        # measured 0.0077
+        # measured 0.0071
         "disks & rectangles": Case("disks_rects", "zero,smooth", check=Check(0.015, seed=80, count=16)),
-        # white noise to 1/f, in the training mixture; measured 0.0106
+        # white noise to 1/f, in the training mixture; measured 0.0095
         "rough random fields": Case("rough", "zero,smooth", check=Check(0.02, seed=82, count=16)),
-        # out of distribution (the nearest training families are wider): measured 0.0087, 0.042,
-        # 0.079 and 0.36 (checkerboards of 2-node blocks are beyond what the network resolves; the
+        # out of distribution (the nearest training families are wider): measured 0.0079, 0.040,
+        # 0.071 and 0.32 (checkerboards of 2-node blocks are beyond what the network resolves; the
         # error estimate flags them)
         "line charges": Case("lines", "zero,smooth", check=Check(0.02, seed=83, count=16)),
         "short waves (k 4-10)": Case("waves", "zero,smooth", check=Check(0.08, seed=84, count=16)),
         "single-node charges": Case("deltas", "zero,smooth", check=Check(0.15, seed=85, count=16)),
         "checkerboards": Case("checkerboard", "zero,smooth", check=Check(0.6, seed=86, count=16)),
-        # twice the training grid; measured 0.0030 on 4 samples at N = 128 (issue 5's target: 5 %)
+        # twice the training grid; measured 0.0028 on 4 samples at N = 128 (issue 5's target: 5 %)
         "finer grid": Case("blobs,grf", "zero,smooth", grid_factor=2, check=Check(0.01, seed=79, count=4)),
     },
 }
