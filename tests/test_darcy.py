@@ -283,3 +283,24 @@ def test_broad_families_draw_a_law_per_sample():
     assert np.quantile(ratio, 0.2) < 6 and np.quantile(ratio, 0.8) > 30  # log-uniform contrast
     log_spread = np.log(get_coefficient("broad-lognormal").sample(grid, _rngs(64))).std(axis=(1, 2))
     assert log_spread.min() < 0.5 and log_spread.max() > 1.3  # sigma from 0.25 to 2 per sample
+
+
+def test_broad_channels_draw_bands_at_any_angle_with_a_law_per_sample():
+    grid = Grid(65)
+    family = get_coefficient("broad-channels")
+    a = family.sample(grid, _rngs(64))
+    assert a.shape == (64, 65, 65) and np.all(a > 0)
+    values = [np.unique(s) for s in a]
+    assert all(len(v) == 2 for v in values)  # channel and background
+    ratio = np.array([v[-1] / v[0] for v in values])
+    assert ratio.min() >= 2 - 1e-12 and ratio.max() <= 100 + 1e-9
+    # half the samples are barriers: the channel value is the low one, and channels are the minority
+    low_inside = [np.mean(s == s.min()) < 0.5 for s in a]
+    assert 0.25 < np.mean(low_inside) < 0.75
+    from pdediff.physics.coefficients import ChannelField  # one point of the family: axis-aligned, a in {1, 10}
+
+    axis = ChannelField().sample(grid, _rngs(16))
+    assert set(np.unique(axis)) == {1.0, 10.0}
+    np.testing.assert_array_equal(family.sample(grid, _rngs(3)), a[:3])  # each sample from its own generator
+    coarse = family.sample(Grid(33), _rngs(2))
+    np.testing.assert_array_equal(coarse, a[:2, ::2, ::2])  # the same continuous field at every N

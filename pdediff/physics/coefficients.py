@@ -28,6 +28,10 @@ xi_k ~ N(0, 1); the constant mode is left out, so the field has zero mean.
   afresh for every sample (log-uniform contrast and scale, uniform length scale, smoothness,
   volume fraction and log-spread), so that a model trained on them has seen a continuum of
   laws rather than one point of it.
+* ``broad-channels``: channels with their law drawn per sample: 1 to 5 meandering bands at any
+  angle (width 0.02-0.15, meander amplitude up to 0.25, up to 2.5 cycles across the square),
+  log-uniform contrast 2-100 and scale, and for half the samples the inverse, barriers of low
+  permeability. ``channels`` is one point of it (axis-aligned, a in {1, 10}).
 """
 
 from __future__ import annotations
@@ -172,12 +176,47 @@ class ChannelField(Family):
         return np.stack(out)
 
 
+@dataclass(frozen=True)
+class BroadChannelField(Family):
+    """Channels with their law drawn per sample: 1 to 5 meandering bands at any angle, of width,
+    meander amplitude and wavelength drawn per band, ``low * contrast`` inside and ``low`` outside,
+    or, for half the samples, the inverse (barriers of low permeability in a permeable background)."""
+
+    name: ClassVar[str] = "broad-channels"
+    count: tuple[int, int] = (1, 5)
+    width: tuple[float, float] = (0.02, 0.15)
+    amplitude: tuple[float, float] = (0.0, 0.25)
+    cycles: tuple[float, float] = (0.0, 2.5)
+    contrast: tuple[float, float] = (2.0, 100.0)
+    low: tuple[float, float] = (0.1, 10.0)
+
+    def sample(self, grid, rngs):
+        X, Y = np.meshgrid(grid.x, grid.x, indexing="xy")
+        out = []
+        for rng in rngs:
+            inside = np.zeros(X.shape, dtype=bool)
+            for _ in range(int(rng.integers(self.count[0], self.count[1] + 1))):
+                angle = rng.uniform(0.0, np.pi)
+                along = (X - 0.5) * np.cos(angle) + (Y - 0.5) * np.sin(angle)
+                across = -(X - 0.5) * np.sin(angle) + (Y - 0.5) * np.cos(angle)
+                centre = rng.uniform(-0.35, 0.35) + rng.uniform(*self.amplitude) * np.sin(
+                    2 * np.pi * rng.uniform(*self.cycles) * along + rng.uniform(0, 2 * np.pi))
+                inside |= np.abs(across - centre) < rng.uniform(*self.width) / 2
+            low = _log_uniform(rng, self.low)
+            high = low * _log_uniform(rng, self.contrast)
+            if rng.random() < 0.5:
+                low, high = high, low
+            out.append(np.where(inside, high, low))
+        return np.stack(out)
+
+
 COEFFICIENTS: dict[str, Family] = {
     "threshold": ThresholdField(),
     "lognormal": LogNormalField(),
     "broad-threshold": BroadThresholdField(),
     "broad-lognormal": BroadLogNormalField(),
     "channels": ChannelField(),
+    "broad-channels": BroadChannelField(),
 }
 
 
