@@ -110,7 +110,7 @@ class Case:
 #: (``python -m benchmarks`` and ``python -m benchmarks.families``; README) with a margin.
 CASES: dict[str, dict[str, Case]] = {
     DEFAULT_PROBLEM: {
-        # the shipped model (poisson64-operator2, 2 NFE) on each check's samples; bounds about twice
+        # the shipped default model (stage 6 of its card, 2 NFE) on each check's samples; bounds about twice
         # the measured figure. In distribution: measured 0.0057 on the check's 8 samples (issue 5's target: 1 %)
         "test split": Case("blobs,grf", "zero,smooth", test_split=True, check=Check(0.012, seed=77, count=8)),
         # Gaussians 1-2 nodes wide; measured 0.016 (the model before the spectrum fine-tuning: 0.061)
