@@ -161,8 +161,8 @@ BLOCKS: dict[str, Block] = {
         writes="results.md, results.json, error_vs_steps.png"),
     "darcy_route": Block(
         "benchmarks.darcy_route",
-        "One Darcy model for every coefficient law: darcy, darcy-broad and load_solver('darcy') routing "
-        "between them by the error estimate, per coefficient law",
+        "One Darcy model for every coefficient law: darcy, darcy-broad, load_solver('darcy') routing "
+        "between them by the error estimate, and the operator guess alone, per coefficient law",
         "4 min",
         "estimated: 8 cases x 64 samples x 3 solvers at the per-sample times of problems/darcy.md",
         ("--out", "{results}/darcy_route.md"),
