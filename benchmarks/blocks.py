@@ -167,6 +167,14 @@ BLOCKS: dict[str, Block] = {
         "estimated: 8 cases x 64 samples x 3 solvers at the per-sample times of problems/darcy.md",
         ("--out", "{results}/darcy_route.md"),
         writes="darcy_route.md"),
+    "textbook": Block(
+        "benchmarks.textbook",
+        "Textbook inputs a physicist would try first (harmonic g, sine modes, a charge by a corner, noise, "
+        "steps, a 1e6 blob) on the Poisson models: true error and error estimate of each answer",
+        "10 s",
+        "measured: a run of the defaults here (10 inputs x 2 models, one solve each)",
+        ("--out", "{results}/textbook.md"),
+        writes="textbook.md"),
     "seeds": Block(
         "benchmarks.seeds",
         "Seed agreement of the shipped Poisson model by source family: noise, antithetic and zero starts at "

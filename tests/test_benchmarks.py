@@ -452,3 +452,23 @@ def test_seeds_block_reports_every_case_and_start(tmp_path):
     rows = [line for line in out.read_text().splitlines() if line.startswith("| ") and "---" not in line][1:]
     assert len(rows) == 9 and all(row.count("/") == 6 for row in rows)
     assert all(cell.rstrip(" |").endswith("/ 0") for row in rows for cell in (row.split(" | ")[3], row.split(" | ")[6]))
+
+
+def test_textbook_inputs_report_each_answer_and_its_estimate(tmp_path, capsys):
+    from benchmarks.textbook import inputs, main
+
+    assert len(inputs()) == 10
+    out = tmp_path / "textbook.md"
+    assert main(["--models", "poisson", "--out", str(out)]) == 0
+    rows = [line.strip("| ").split(" | ") for line in out.read_text().splitlines()
+            if line.startswith("| ") and "---" not in line][1:]
+    assert [row[0] for row in rows] == list(inputs()) and (tmp_path / "COMMAND").is_file()
+    for row in rows:
+        true, estimate = (float(v) for v in row[1].split(" / "))
+        assert 0 < true and true / 3 < estimate < 3 * true  # the estimate reads every answer's error
+    smooth = {row[0]: float(row[1].split(" / ")[0]) for row in rows}
+    assert smooth["rho = 0, g = 1"] < 0.02 and smooth["rho = 1, g = 0"] < 0.02  # smooth answers are good
+    for argv, words in ((["--models", "darcy"], "expected Poisson models"), (["--models", ","], "names no model")):
+        with pytest.raises(SystemExit) as exc:
+            main(argv)
+        assert exc.value.code == 2 and words in capsys.readouterr().err
