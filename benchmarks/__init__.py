@@ -40,6 +40,27 @@ def write_report(out, name: str, lines: list[str], results: dict, draw, caption:
     print("\n".join(lines))
 
 
+def load_models(parser, spec: str, problem: str, n: int | None = None) -> dict:
+    """The solvers of ``--models`` (a comma list of shipped names or checkpoint paths), by name,
+    each of ``problem`` (and trained at N = ``n`` if given), with no fallback: each model alone.
+    Anything else exits through ``parser.error`` (exit 2) naming the argument and the value."""
+    import pdediff
+
+    names = [m.strip() for m in spec.split(",") if m.strip()]
+    if not names:
+        parser.error(f"--models={spec!r} names no model; expected a comma list of {problem} models")
+    try:
+        solvers = {name: pdediff.load_solver(name) for name in names}
+    except ValueError as exc:
+        parser.error(f"--models={spec!r}: {exc}")
+    for name, solver in solvers.items():
+        if solver.problem.name != problem or (n is not None and solver.grid_size != n):
+            parser.error(f"--models: {name!r} is a {solver.problem.name!r} model at N = {solver.grid_size}; "
+                         f"expected {problem} models" + (f" trained at N = {n}" if n is not None else ""))
+        solver.fallback = None
+    return solvers
+
+
 def write_table(out, block: str, argv, lines: list[str]) -> None:
     """Write the markdown ``lines`` to ``out`` atomically and record the command of ``block`` beside it."""
     from pdediff.data.atomic import write_text

@@ -21,7 +21,7 @@ import time
 
 import numpy as np
 
-from benchmarks import results_dir, write_table
+from benchmarks import load_models, results_dir, write_table
 from benchmarks.problems import darcy_cases
 from pdediff.physics import metrics
 from pdediff.physics.problems.darcy import clear_amg_cache
@@ -49,18 +49,9 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     if args.count < 1:
         p.error(f"--count={args.count}; expected an integer >= 1")
-    names = [m.strip() for m in args.models.split(",") if m.strip()]
-    if not names:
-        p.error(f"--models={args.models!r} names no model; expected a comma list such as darcy,darcy-broad")
+    alone = load_models(p, args.models, "darcy")
+    names = list(alone)
     warnings.simplefilter("ignore", pdediff.AccuracyWarning)  # the table reports the errors
-    try:
-        alone = {name: pdediff.load_solver(name) for name in names}
-    except ValueError as exc:
-        p.error(f"--models={args.models!r}: {exc}")
-    for name, solver in alone.items():
-        if solver.problem.name != "darcy":
-            p.error(f"--models: {name!r} is a {solver.problem.name!r} model; expected Darcy models")
-        solver.fallback = None
     routed = pdediff.load_solver("darcy")
     routed = routed if routed.fallback is not None else None
     problem, n = next(iter(alone.values())).problem, next(iter(alone.values())).grid_size

@@ -19,7 +19,7 @@ import warnings
 
 import numpy as np
 
-from benchmarks import results_dir, write_table
+from benchmarks import load_models, results_dir, write_table
 from pdediff.physics import metrics
 
 
@@ -52,17 +52,8 @@ def main(argv=None) -> int:
                    help="comma list of Poisson models: shipped names or checkpoint paths")
     p.add_argument("--out", default=str(results_dir("textbook") / "textbook.md"))
     args = p.parse_args(argv)
-    names = [m.strip() for m in args.models.split(",") if m.strip()]
-    if not names:
-        p.error(f"--models={args.models!r} names no model; expected a comma list such as poisson,poisson-smooth")
-    try:
-        solvers = {name: pdediff.load_solver(name) for name in names}
-    except ValueError as exc:
-        p.error(f"--models={args.models!r}: {exc}")
-    for name, solver in solvers.items():
-        if solver.problem.name != "poisson" or solver.grid_size != 64:
-            p.error(f"--models: {name!r} is a {solver.problem.name!r} model at N = {solver.grid_size}; "
-                    "expected Poisson models trained at N = 64")
+    solvers = load_models(p, args.models, "poisson", n=64)
+    names = list(solvers)
     warnings.simplefilter("ignore", pdediff.AccuracyWarning)  # the table reports the errors
     problem = next(iter(solvers.values())).problem
     lines = [f"# Textbook inputs: `python -m benchmarks.textbook --models {args.models}`", "",

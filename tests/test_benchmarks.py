@@ -435,7 +435,7 @@ def test_darcy_route_reports_each_model_and_the_routed_solver(tmp_path):
 def test_darcy_route_refuses_bad_models_and_counts(capsys):
     from benchmarks.darcy_route import main
 
-    for argv, words in ((["--models", "poisson"], "is a 'poisson' model; expected Darcy models"),
+    for argv, words in ((["--models", "poisson"], "is a 'poisson' model at N = 64; expected darcy models"),
                         (["--models", "nope"], "--models='nope'"),
                         (["--models", ","], "names no model"),
                         (["--count", "0"], "--count=0")):
@@ -468,7 +468,7 @@ def test_textbook_inputs_report_each_answer_and_its_estimate(tmp_path, capsys):
         assert 0 < true and true / 3 < estimate < 3 * true  # the estimate reads every answer's error
     smooth = {row[0]: float(row[1].split(" / ")[0]) for row in rows}
     assert smooth["rho = 0, g = 1"] < 0.02 and smooth["rho = 1, g = 0"] < 0.02  # smooth answers are good
-    for argv, words in ((["--models", "darcy"], "expected Poisson models"), (["--models", ","], "names no model")):
+    for argv, words in ((["--models", "darcy"], "expected poisson models trained at N = 64"), (["--models", ","], "names no model")):
         with pytest.raises(SystemExit) as exc:
             main(argv)
         assert exc.value.code == 2 and words in capsys.readouterr().err
