@@ -9,9 +9,10 @@ one batch of ``--count`` samples a grid, the time per sample to reach a relative
 1e-4 and 1e-6, and the worst true error reached (against the exact discrete solution):
 
 - ``network + polish``: ``load_solver(problem).solve(fields, tol=tol)``, with ``resample=True``
-  where N is not the training grid (the network runs at 64; the polish at N);
-- ``network, V-cycle PCG`` (Darcy): the network's answer (no estimate) as the start of the
-  batched Galerkin V-cycle PCG (``Problem.polish_to_tolerance(method="vcycle")``);
+  where N is not the training grid (the network runs at 64, one step as ``tol`` sets it; the
+  polish at N);
+- ``network, V-cycle PCG`` (Darcy): the network's default answer (its 2 NFE, no estimate) as the
+  start of the batched Galerkin V-cycle PCG (``Problem.polish_to_tolerance(method="vcycle")``);
 - the classical methods from zero: the fast solve (DST: Poisson, Helmholtz; exact) and SciPy's
   sparse LU (Poisson: factorised once per N and reused; Darcy: one factorisation a sample),
   AMG-preconditioned CG with the set-up of every sample's hierarchy (Darcy), the batched

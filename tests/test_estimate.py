@@ -102,6 +102,26 @@ def test_solve_estimates_warns_and_polishes_to_tol(solver):  # noqa: F811
     assert info.error_estimate == []
 
 
+@pytest.mark.parametrize("sampler, steps", [("euler", 2), ("heun", 12)])
+def test_with_tol_the_network_takes_its_samplers_fewest_steps(solver, monkeypatch, sampler, steps):  # noqa: F811
+    """With tol and neither sampler nor steps given, the answer that starts the polish is sampled
+    with the floor of the model's sampler (SAMPLER_STEPS); an explicit setting is kept."""
+    from pdediff.solver import SAMPLER_STEPS
+
+    monkeypatch.setattr(solver.config.model, "sampler", sampler)  # as the shipped forward models (euler, 2)
+    monkeypatch.setattr(solver.config.model, "steps", steps)
+    rho, g, phi = _data(2)
+    floor = SAMPLER_STEPS[solver.config.model.sampler]
+    _, default = solver.solve(rho, g, return_info=True, estimate=False)
+    out, info = solver.solve(rho, g, return_info=True, tol=1e-6)
+    same, info_same = solver.solve(rho, g, return_info=True, tol=1e-6, steps=floor)
+    _, info_kept = solver.solve(rho, g, return_info=True, tol=1e-6, steps=steps)
+    assert solver.config.model.steps > floor and default.nfe > info.nfe == info_same.nfe
+    np.testing.assert_array_equal(out, same)
+    assert info_kept.nfe > info.nfe and info.tol_met == [True, True]
+    assert np.all(metrics.relative_l2(out, phi) < 3e-6)
+
+
 def _tol_stage(solver, start, rho, g):
     """The tol stage alone, from given answers (a good one and a bad one)."""
     from pdediff.solver.solve import SolveInfo, estimate_error
