@@ -36,7 +36,7 @@ def main(argv=None) -> int:
     p.add_argument("--method", help="how observations enter, with --observe (default: the model's own)")
     p.add_argument("--sigma-y", type=float, default=0.0, help="observation noise standard deviation")
     p.add_argument("--sampler", help="a sampler of pdediff.maths.samplers.SAMPLERS (default: the model's own)")
-    p.add_argument("--steps", type=int, help="noise levels (default: the model's own)")
+    p.add_argument("--steps", type=int, help="noise levels (default: the model's own; with --tol, its sampler's fewest)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--guidance", type=float, default=0.0, help="residual guidance weight")
